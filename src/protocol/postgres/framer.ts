@@ -54,15 +54,13 @@ export class Framer {
       this.check(declared, this.typed ? buffer[offset]! : -1);
       const end = lengthAt + declared;
       if (end > length) break;
-      const typed = this.typed;
-      onFrame(typed ? buffer[offset]! : 0, buffer, offset, lengthAt + 4, end);
+      // `typed` may flip inside onFrame: the next header is then read in the new mode.
+      onFrame(this.typed ? buffer[offset]! : 0, buffer, offset, lengthAt + 4, end);
       offset = end;
       if (this.stopped) {
         this.stopped = false;
         break;
       }
-      // `typed` may have flipped inside onFrame: the next header is read in the new mode.
-      void typed;
     }
     if (offset < length) this.pending = Buffer.from(buffer.subarray(offset));
   }
