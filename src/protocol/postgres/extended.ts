@@ -7,8 +7,7 @@ import type { Writer } from './writer.ts';
 export function parseParse(r: Reader): Parse {
   const name = r.cstring();
   const sql = r.cstring();
-  const count = r.int16();
-  if (count < 0) throw new ProtocolViolation('negative parameter type count');
+  const count = r.uint16(); // unsigned, as in PostgreSQL: up to 65535 parameters
   const parameterTypes: number[] = [];
   for (let i = 0; i < count; i++) parameterTypes.push(r.uint32());
   r.finish('Parse');
@@ -16,7 +15,7 @@ export function parseParse(r: Reader): Parse {
 }
 
 export function writeParse(w: Writer, m: Parse): Writer {
-  w.begin(Code.Parse).cstring(m.name).cstring(m.sql).int16(m.parameterTypes.length);
+  w.begin(Code.Parse).cstring(m.name).cstring(m.sql).uint16(m.parameterTypes.length);
   for (const oid of m.parameterTypes) w.uint32(oid);
   return w.end();
 }
@@ -92,7 +91,7 @@ export function parseParameterDescription(r: Reader): ParameterDescription {
 }
 
 export function writeParameterDescription(w: Writer, m: ParameterDescription): Writer {
-  w.begin(Code.ParameterDescription).int16(m.typeOids.length);
+  w.begin(Code.ParameterDescription).uint16(m.typeOids.length);
   for (const oid of m.typeOids) w.uint32(oid);
   return w.end();
 }

@@ -145,17 +145,17 @@ export function writeCommandComplete(w: Writer, m: CommandComplete): Writer {
   return w.begin(Code.CommandComplete).cstring(m.tag).end();
 }
 
+// Counts of formats, values and parameter types are unsigned: PostgreSQL reads them with
+// pq_getmsgint(msg, 2), so a Bind may carry up to 65535 parameters.
 function parseFormats(r: Reader): Format[] {
-  const count = r.int16();
-  if (count < 0) throw new ProtocolViolation('negative format count');
+  const count = r.uint16();
   const formats: Format[] = [];
   for (let i = 0; i < count; i++) formats.push(parseFormat(r));
   return formats;
 }
 
 function parseValues(r: Reader): (Buffer | null)[] {
-  const count = r.int16();
-  if (count < 0) throw new ProtocolViolation('negative value count');
+  const count = r.uint16();
   const values: (Buffer | null)[] = [];
   for (let i = 0; i < count; i++) values.push(r.nullableBytes());
   return values;
@@ -164,13 +164,13 @@ function parseValues(r: Reader): (Buffer | null)[] {
 export { parseFormats, parseValues };
 
 export function writeFormats(w: Writer, formats: readonly Format[]): Writer {
-  w.int16(formats.length);
+  w.uint16(formats.length);
   for (const format of formats) w.int16(format);
   return w;
 }
 
 export function writeValues(w: Writer, values: ReadonlyArray<Buffer | null>): Writer {
-  w.int16(values.length);
+  w.uint16(values.length);
   for (const value of values) w.nullableBytes(value);
   return w;
 }

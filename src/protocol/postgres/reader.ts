@@ -74,8 +74,10 @@ export class Reader {
 
   /** A zero-terminated UTF-8 string. */
   cstring(): string {
-    const zero = this.buffer.indexOf(0, this.offset);
-    if (zero < 0 || zero >= this.end) throw new ProtocolViolation('string without terminating zero');
+    // Search only this message: a missing terminator must not scan into the next ones.
+    const found = this.buffer.subarray(this.offset, this.end).indexOf(0);
+    if (found < 0) throw new ProtocolViolation('string without terminating zero');
+    const zero = this.offset + found;
     const value = this.buffer.toString('utf8', this.offset, zero);
     this.offset = zero + 1;
     return value;

@@ -44,6 +44,13 @@ export class Writer {
     return this;
   }
 
+  uint16(value: number): this {
+    this.ensure(2);
+    this.buffer.writeUInt16BE(value, this.offset);
+    this.offset += 2;
+    return this;
+  }
+
   int32(value: number): this {
     this.ensure(4);
     this.buffer.writeInt32BE(value, this.offset);

@@ -1,0 +1,74 @@
+import { describeType } from './codec.ts';
+import { ProtocolViolation } from './errors.ts';
+
+/**
+ * Reports where each message ends in a stream of server messages, without
+ * copying or holding any of them: a DataRow of hundreds of MB passes through
+ * in pieces. For each message that ends inside a chunk, `onEnd` receives its
+ * type, the offset just past it, and its first body byte (-1 if empty) —
+ * enough to read ReadyForQuery's transaction status.
+ */
+export type MessageEndHandler = (type: number, end: number, firstByte: number) => void;
+
+export class MessageScanner {
+  private headerFill = 0; // bytes of the 5-byte header seen so far (split headers)
+  private readonly header = Buffer.alloc(5);
+  private type = 0;
+  private bodyLeft = 0; // body bytes still to come for the current message
+  private firstByte = -1;
+  private bodyLength = 0;
+
+  /** True when the stream is between two messages: a synthetic message may be inserted here. */
+  get atBoundary(): boolean {
+    return this.headerFill === 0 && this.bodyLeft === 0;
+  }
+
+  scan(chunk: Buffer, onEnd: MessageEndHandler): void {
+    const n = chunk.length;
+    let i = 0;
+    while (i < n) {
+      if (this.bodyLeft > 0) {
+        if (this.firstByte < 0 && this.bodyLeft === this.bodyLength) this.firstByte = chunk[i]!;
+        const take = Math.min(this.bodyLeft, n - i);
+        this.bodyLeft -= take;
+        i += take;
+        if (this.bodyLeft === 0) onEnd(this.type, i, this.firstByte);
+        continue;
+      }
+      if (this.headerFill === 0 && n - i >= 5) {
+        // Common case: the whole header is in this chunk.
+        const type = chunk[i]!;
+        const length = chunk.readInt32BE(i + 1);
+        if (length < 4)
+          throw new ProtocolViolation(`server sent message ${describeType(type)} with length ${length}`);
+        const end = i + 1 + length;
+        if (end <= n) {
+          onEnd(type, end, length > 4 ? chunk[i + 5]! : -1);
+          i = end;
+          continue;
+        }
+        this.begin(type, length - 4);
+        i += 5;
+        continue;
+      }
+      // A header split across chunks: collect it byte by byte.
+      this.header[this.headerFill++] = chunk[i++]!;
+      if (this.headerFill === 5) {
+        this.headerFill = 0;
+        const length = this.header.readInt32BE(1);
+        const type = this.header[0]!;
+        if (length < 4)
+          throw new ProtocolViolation(`server sent message ${describeType(type)} with length ${length}`);
+        if (length === 4) onEnd(type, i, -1);
+        else this.begin(type, length - 4);
+      }
+    }
+  }
+
+  private begin(type: number, bodyLength: number): void {
+    this.type = type;
+    this.bodyLeft = bodyLength;
+    this.bodyLength = bodyLength;
+    this.firstByte = -1;
+  }
+}
