@@ -1,0 +1,358 @@
+/**
+ * The schema of warden.yaml: one zod schema is the source of the types, the
+ * validation and — through `fieldDocs` — the wording of every error message
+ * and its fix.
+ */
+import * as z from 'zod';
+
+/** What a field holds and what to write when it holds something else. */
+export interface FieldDoc {
+  /** Completes "expected …": `a port number (1-65535)`. */
+  readonly expected: string;
+  /** Tells what to write instead: `write a number such as 5432`. */
+  readonly fix: string;
+  /** A value to suggest when the key is missing altogether. */
+  readonly example?: string;
+}
+
+export const fieldDocs = z.registry<FieldDoc>();
+
+function documented<T extends z.ZodType>(schema: T, doc: FieldDoc): T {
+  fieldDocs.add(schema, doc);
+  return schema;
+}
+
+function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
+  const list = values.join(', ');
+  return documented(z.enum(values), {
+    expected: `one of ${list}`,
+    fix: `write one of: ${list}`,
+    example: values[0],
+  });
+}
+
+function mapping<T extends z.ZodRawShape>(shape: T, example: string) {
+  const keys = Object.keys(shape).join(', ');
+  return documented(z.strictObject(shape), {
+    expected: `a mapping with the keys ${keys}`,
+    fix: `write the keys indented on the lines below, such as ${example}`,
+  });
+}
+
+function list<T extends z.ZodType>(element: T, what: string, example: string) {
+  return documented(z.array(element), {
+    expected: `a list of ${what}`,
+    fix: `write a list such as [${example}]`,
+    example: `[${example}]`,
+  });
+}
+
+function positiveInteger(unit: string, example: number) {
+  return documented(z.number().int().min(1).max(2_147_483_647), {
+    expected: `a whole number of ${unit} (at least 1)`,
+    fix: `write a number such as ${example}`,
+    example: String(example),
+  });
+}
+
+function filePath(example: string) {
+  return documented(z.string().min(1), {
+    expected: 'a file path (relative to the config file)',
+    fix: `write a path such as ${example}`,
+    example,
+  });
+}
+
+const host = documented(z.string().min(1), {
+  expected: 'a host name or IP address',
+  fix: 'write a host such as 127.0.0.1 or db.internal',
+  example: '127.0.0.1',
+});
+
+const upstreamPort = documented(z.number().int().min(1).max(65535), {
+  expected: 'a port number (1-65535)',
+  fix: 'write a number such as 5432',
+  example: '5432',
+});
+
+const identityName = documented(z.string().regex(/^[A-Za-z0-9_.@-]+$/), {
+  expected: 'an identity name made of letters, digits and _ . @ -',
+  fix: 'write a name such as alice or etl@example.com',
+  example: 'alice',
+});
+
+const groupName = documented(z.string().min(1), {
+  expected: 'a group name',
+  fix: 'write a group name such as analysts',
+  example: 'analysts',
+});
+
+export const identityKindSchema = oneOf(['human', 'service', 'agent']);
+export const tlsModeSchema = oneOf(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']);
+
+const KIB = 1024;
+const SIZE_UNITS: Readonly<Record<string, number>> = { b: 1, kb: KIB, mb: KIB ** 2, gb: KIB ** 3 };
+const SIZE_PATTERN = /^\s*(\d+(?:\.\d+)?)\s*(B|kB|MB|GB)\s*$/i;
+/** A PostgreSQL message length is a signed 32-bit integer: nothing larger can be framed. */
+const MAX_MESSAGE_SIZE = 2 ** 31 - 1;
+
+/** `64MB` → 67108864; units are 1024-based, as PostgreSQL's own memory settings are. */
+export function parseSize(text: string): number {
+  const match = SIZE_PATTERN.exec(text);
+  if (match === null) return Number.NaN;
+  return Math.floor(Number(match[1]) * (SIZE_UNITS[match[2]!.toLowerCase()] ?? Number.NaN));
+}
+
+const size = documented(
+  z
+    .union([z.number().int(), z.string().regex(SIZE_PATTERN)])
+    .transform((value) => (typeof value === 'number' ? value : parseSize(value)))
+    .pipe(z.number().min(KIB).max(MAX_MESSAGE_SIZE)),
+  {
+    expected:
+      'a size from 1kB to 2GB: a number of bytes, or a number with a unit B, kB, MB or GB (1024-based)',
+    fix: 'write a size such as 64MB or 1048576',
+    example: '64MB',
+  },
+);
+
+const listenSchema = mapping(
+  {
+    host: host.default('127.0.0.1'),
+    port: documented(z.number().int().min(0).max(65535), {
+      expected: 'a port number (0-65535, 0 = any free port)',
+      fix: 'write a number such as 6543',
+      example: '6543',
+    }).default(6543),
+    tls: mapping(
+      { cert: filePath('./certs/warden.crt'), key: filePath('./certs/warden.key') },
+      'cert: and key:',
+    ).optional(),
+    requireTls: oneOf(['always', 'remote', 'never']).default('remote'),
+    maxMessageSize: size.default(64 * KIB ** 2),
+  },
+  'port: 6543',
+);
+
+const backoffSchema = mapping(
+  {
+    baseMs: positiveInteger('milliseconds', 250).default(250),
+    maxMs: positiveInteger('milliseconds', 5000).default(5000),
+    windowSeconds: positiveInteger('seconds', 300).default(300),
+  },
+  'baseMs: 250',
+).superRefine((backoff, ctx) => {
+  if (backoff.maxMs < backoff.baseMs) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['maxMs'],
+      message: `maxMs (${backoff.maxMs}) is smaller than baseMs (${backoff.baseMs})`,
+      params: { fix: `write a maxMs of at least ${backoff.baseMs}, or lower baseMs` },
+    });
+  }
+});
+
+const authSchema = mapping(
+  {
+    // scram: SCRAM-SHA-256 (-PLUS on TLS); password: the secret in cleartext, for tokens (only where cleartext is allowed).
+    method: oneOf(['scram', 'password']).default('scram'),
+    cleartext: oneOf(['never', 'tls-or-loopback']).default('tls-or-loopback'),
+    backoff: backoffSchema.prefault({}),
+  },
+  'cleartext: never',
+);
+
+const identitySchema = mapping(
+  {
+    name: identityName,
+    kind: identityKindSchema,
+    groups: list(groupName, 'group names', 'analysts').default([]),
+  },
+  'name: alice',
+);
+
+const targetTlsSchema = mapping(
+  {
+    mode: tlsModeSchema.default('prefer'),
+    ca: filePath('./certs/ca.pem').optional(),
+    serverName: host.optional(),
+  },
+  'mode: verify-full',
+);
+
+const accessSchema = mapping(
+  {
+    identities: list(identityName, 'identity names', 'alice').default([]),
+    groups: list(groupName, 'group names', 'analysts').default([]),
+    kinds: list(identityKindSchema, 'identity kinds', 'agent').default([]),
+  },
+  'groups: [analysts]',
+);
+
+/** Refinements run only when the fields they read parsed cleanly, so they never see half-valid values. */
+function whenClean(blocked: (path: readonly PropertyKey[]) => boolean) {
+  return {
+    when: (payload: { issues: readonly { path?: readonly PropertyKey[] }[] }) =>
+      !payload.issues.some((issue) => blocked(issue.path ?? [])),
+  };
+}
+
+const targetSchema = mapping(
+  {
+    name: documented(z.string().min(1), {
+      expected: 'a database name for clients to connect to',
+      fix: 'write a name such as shop',
+      example: 'shop',
+    }),
+    host,
+    port: upstreamPort.default(5432),
+    database: documented(z.string().min(1), {
+      expected: 'the upstream database name',
+      fix: 'write a database name such as shop',
+      example: 'shop',
+    }).optional(),
+    user: documented(z.string().min(1), {
+      expected: 'the upstream role name',
+      fix: 'write a role name such as warden_app',
+      example: 'warden_app',
+    }),
+    password: documented(z.string(), {
+      expected: 'a password string',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: ${NAME} is the config syntax being explained
+      fix: 'write password: ${NAME_OF_AN_ENVIRONMENT_VARIABLE}, or use passwordFile',
+    }).optional(),
+    passwordFile: filePath('./secrets/shop').optional(),
+    tls: targetTlsSchema.prefault({}),
+    labels: documented(
+      z.record(
+        z.string(),
+        documented(z.string(), {
+          expected: 'a string label value',
+          fix: 'quote the value, such as env: "prod"',
+        }),
+      ),
+      { expected: 'a mapping of label names to strings', fix: 'write labels such as { env: prod }' },
+    ).default({}),
+    access: accessSchema.prefault({}),
+    connectTimeoutMs: positiveInteger('milliseconds', 5000).default(5000),
+  },
+  'name: shop',
+).superRefine(
+  (target, ctx) => {
+    if (target.password !== undefined && target.passwordFile !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['passwordFile'],
+        message: 'password and passwordFile are both set',
+        params: { fix: 'keep one of them: remove password or remove passwordFile' },
+      });
+    }
+    if (
+      (target.tls.mode === 'verify-ca' || target.tls.mode === 'verify-full') &&
+      target.tls.ca === undefined
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tls', 'mode'],
+        message: `tls mode ${target.tls.mode} needs tls.ca, the certificate that signed the server's certificate`,
+        params: { fix: 'add ca: ./certs/ca.pem under tls, or write mode: require' },
+      });
+    }
+  },
+  whenClean((path) => path.length === 0 || ['password', 'passwordFile', 'tls'].includes(String(path[0]))),
+);
+
+function uniqueNames(what: string, plural: string) {
+  return (items: readonly { readonly name: string }[], ctx: z.RefinementCtx) => {
+    const seen = new Map<string, number>();
+    items.forEach((item, index) => {
+      const first = seen.get(item.name);
+      if (first === undefined) {
+        seen.set(item.name, index);
+        return;
+      }
+      ctx.addIssue({
+        code: 'custom',
+        path: [index, 'name'],
+        message: `duplicate ${what} name "${item.name}" (${plural}[${first}] has it already)`,
+        params: { fix: `rename one of them: ${what} names must be unique` },
+      });
+    });
+  };
+}
+
+const namesClean = whenClean((path) => path.length < 2 || path[1] === 'name');
+
+export const configSchema = mapping(
+  {
+    listen: listenSchema.prefault({}),
+    dataDir: filePath('./warden-data').optional(),
+    auth: authSchema.prefault({}),
+    identities: list(identitySchema, 'identities', '{ name: alice, kind: human }')
+      .superRefine(uniqueNames('identity', 'identities'), namesClean)
+      .default([]),
+    targets: list(targetSchema, 'targets', '{ name: shop, host: 127.0.0.1, user: warden_app }')
+      .superRefine(uniqueNames('target', 'targets'), namesClean)
+      .default([]),
+  },
+  'listen:',
+).superRefine(
+  (config, ctx) => {
+    const known = config.identities.map((identity) => identity.name);
+    config.targets.forEach((target, targetIndex) => {
+      target.access.identities.forEach((name, index) => {
+        if (known.includes(name)) return;
+        ctx.addIssue({
+          code: 'custom',
+          path: ['targets', targetIndex, 'access', 'identities', index],
+          message: `unknown identity "${name}"`,
+          params: {
+            fix:
+              known.length === 0
+                ? `add { name: ${name}, kind: human } to identities`
+                : `write one of: ${known.join(', ')}, or add ${name} to identities`,
+          },
+        });
+      });
+    });
+  },
+  // Reads identity names and every target's access list: skip while any of those is malformed.
+  whenClean(
+    (path) =>
+      path.length === 0 ||
+      (path[0] === 'identities' && (path.length <= 2 || path[2] === 'name')) ||
+      (path[0] === 'targets' && (path.length <= 2 || path[2] === 'access')),
+  ),
+);
+
+export type ParsedConfig = z.output<typeof configSchema>;
+
+/**
+ * The schema node at a config path and the documentation nearest to it: the
+ * lookup behind every error message (`targets.0.port` → "a port number").
+ */
+export function schemaAt(path: readonly PropertyKey[]): {
+  readonly schema: z.ZodType | undefined;
+  readonly doc: FieldDoc | undefined;
+} {
+  let schema: z.ZodType | undefined = configSchema;
+  for (const [depth, segment] of [...path, undefined].entries()) {
+    let doc: FieldDoc | undefined;
+    while (schema !== undefined) {
+      doc ??= fieldDocs.get(schema);
+      if (
+        schema instanceof z.ZodDefault ||
+        schema instanceof z.ZodPrefault ||
+        schema instanceof z.ZodOptional
+      ) {
+        schema = schema.unwrap() as z.ZodType;
+      } else break;
+    }
+    if (depth === path.length || schema === undefined) return { schema, doc };
+    if (schema instanceof z.ZodObject) schema = schema.shape[String(segment)] as z.ZodType | undefined;
+    else if (schema instanceof z.ZodArray) schema = schema.element as z.ZodType;
+    else if (schema instanceof z.ZodRecord) schema = schema.valueType as z.ZodType;
+    else schema = undefined;
+  }
+  return { schema: undefined, doc: undefined };
+}

@@ -1,0 +1,62 @@
+/**
+ * The config as the rest of Warden sees it: readonly plain data, derived from
+ * the schema's output (enums come from it; build() in load.ts must type-check
+ * against these), with named files read into Buffers and paths made absolute.
+ */
+import type * as z from 'zod';
+import type { identityKindSchema, ParsedConfig, tlsModeSchema } from './schema.ts';
+
+export type IdentityKind = z.output<typeof identityKindSchema>;
+export type TlsMode = z.output<typeof tlsModeSchema>;
+type ParsedListen = ParsedConfig['listen'];
+type ParsedAuth = ParsedConfig['auth'];
+
+export interface IdentityConfig {
+  readonly name: string;
+  readonly kind: IdentityKind;
+  readonly groups: readonly string[];
+}
+
+export interface TargetConfig {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly database: string;
+  readonly user: string;
+  /** Resolved from `password` or `passwordFile`; never logged, never shown. */
+  readonly password: string | undefined;
+  readonly tls: {
+    readonly mode: TlsMode;
+    readonly ca: Buffer | undefined;
+    readonly serverName: string | undefined;
+  };
+  readonly labels: Readonly<Record<string, string>>;
+  readonly access: {
+    readonly identities: readonly string[];
+    readonly groups: readonly string[];
+    readonly kinds: readonly IdentityKind[];
+  };
+  readonly connectTimeoutMs: number;
+}
+
+export interface WardenConfig {
+  /** Absolute path of the file loaded. */
+  readonly file: string;
+  readonly listen: {
+    readonly host: string;
+    readonly port: number;
+    readonly tls: { readonly cert: Buffer; readonly key: Buffer } | undefined;
+    readonly requireTls: ParsedListen['requireTls'];
+    readonly maxMessageSize: number;
+  };
+  /** Absolute. */
+  readonly dataDir: string;
+  readonly auth: {
+    readonly method: ParsedAuth['method'];
+    readonly cleartext: ParsedAuth['cleartext'];
+    readonly backoff: { readonly baseMs: number; readonly maxMs: number; readonly windowMs: number };
+  };
+  readonly identities: readonly IdentityConfig[];
+  readonly targets: readonly TargetConfig[];
+  readonly warnings: readonly string[];
+}
