@@ -3,7 +3,14 @@
  * messages a decision needs; tests and tools use these for everything.
  */
 import { parseAuthentication, writeAuthentication } from './auth.ts';
-import { parseCopyFail, parseCopyResponse, writeCopyData, writeCopyDone, writeCopyFail, writeCopyResponse } from './copy.ts';
+import {
+  parseCopyFail,
+  parseCopyResponse,
+  writeCopyData,
+  writeCopyDone,
+  writeCopyFail,
+  writeCopyResponse,
+} from './copy.ts';
 import { ProtocolViolation } from './errors.ts';
 import {
   parseBind,
@@ -278,5 +285,7 @@ export function encodeBackend(m: BackendMessage, w = new Writer()): Buffer {
 }
 
 export function describeType(type: number): string {
-  return type >= 0x20 && type < 0x7f ? `'${String.fromCharCode(type)}'` : `0x${type.toString(16).padStart(2, '0')}`;
+  return type >= 0x20 && type < 0x7f
+    ? `'${String.fromCharCode(type)}'`
+    : `0x${type.toString(16).padStart(2, '0')}`;
 }

@@ -1,5 +1,13 @@
 import { ProtocolViolation } from './errors.ts';
-import { type Bind, Code, type Describe, type Execute, type Close, type ParameterDescription, type Parse } from './messages.ts';
+import {
+  type Bind,
+  type Close,
+  Code,
+  type Describe,
+  type Execute,
+  type ParameterDescription,
+  type Parse,
+} from './messages.ts';
 import { parseFormats, parseValues, writeFormats, writeValues } from './query.ts';
 import type { Reader } from './reader.ts';
 import type { Writer } from './writer.ts';
@@ -45,7 +53,8 @@ export function writeBind(w: Writer, m: Bind): Writer {
 
 function parseTarget(r: Reader): 'S' | 'P' {
   const target = String.fromCharCode(r.byte());
-  if (target !== 'S' && target !== 'P') throw new ProtocolViolation(`invalid target ${JSON.stringify(target)}`);
+  if (target !== 'S' && target !== 'P')
+    throw new ProtocolViolation(`invalid target ${JSON.stringify(target)}`);
   return target;
 }
 

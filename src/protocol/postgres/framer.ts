@@ -7,7 +7,13 @@ import { MAX_STARTUP_PACKET } from './startup.ts';
  * startup packets, where start is the length field); the body runs from
  * `bodyStart` to `end`. The buffer is only valid during the call.
  */
-export type FrameHandler = (type: number, buffer: Buffer, start: number, bodyStart: number, end: number) => void;
+export type FrameHandler = (
+  type: number,
+  buffer: Buffer,
+  start: number,
+  bodyStart: number,
+  end: number,
+) => void;
 
 /**
  * Cuts complete messages out of a byte stream, keeping the remainder of a
@@ -79,7 +85,8 @@ export class Framer {
       }
       return;
     }
-    if (declared < 4) throw new ProtocolViolation(`invalid length ${declared} in message ${describeType(type)}`);
+    if (declared < 4)
+      throw new ProtocolViolation(`invalid length ${declared} in message ${describeType(type)}`);
     if (declared > this.maxMessageSize) {
       throw new ProtocolViolation(
         `message ${describeType(type)} of ${declared} bytes exceeds the limit of ${this.maxMessageSize} (listen.maxMessageSize)`,

@@ -1,0 +1,101 @@
+import {
+  formatConfigError,
+  loadConfig,
+  redactedSummary,
+  type WardenConfig,
+  watchConfig,
+} from '../config/index.ts';
+import { createApiKey, listApiKeys, revokeApiKey } from '../identity/keys.ts';
+import { startServer } from '../proxy/server.ts';
+import { openStore } from '../store/store.ts';
+import { UsageError } from './errors.ts';
+
+const out = (text: string) => process.stdout.write(`${text}\n`);
+const err = (text: string) => process.stderr.write(`${text}\n`);
+
+export async function startCommand(file: string): Promise<void> {
+  const config = await loadConfig(file);
+  for (const warning of config.warnings) err(`warning: ${warning}`);
+  const server = await startServer(config);
+  out(
+    `warden listening on ${server.host}:${server.port} (${config.listen.tls ? 'TLS available' : 'no TLS'})`,
+  );
+  const watcher = watchConfig(
+    file,
+    (next: WardenConfig) => {
+      server.reload(next);
+      out(`config reloaded from ${file}`);
+    },
+    (error) => err(`config change refused, still serving the previous config:\n${formatConfigError(error)}`),
+  );
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  watcher.close();
+  await server.close();
+  out('warden stopped');
+}
+
+export async function checkConfigCommand(file: string): Promise<void> {
+  const config = await loadConfig(file);
+  out(redactedSummary(config));
+  for (const warning of config.warnings) err(`warning: ${warning}`);
+  out(`${file}: OK`);
+}
+
+export async function keyCreateCommand(options: {
+  identity: string;
+  config: string;
+  label?: string;
+}): Promise<void> {
+  const config = await loadConfig(options.config);
+  const identity = config.identities.find((candidate) => candidate.name === options.identity);
+  if (!identity) {
+    const known = config.identities.map((candidate) => candidate.name).join(', ') || 'none';
+    throw new UsageError(
+      `no identity "${options.identity}" in ${options.config} (known: ${known}); add it under identities: first`,
+    );
+  }
+  const store = openStore(config.dataDir);
+  try {
+    const key = createApiKey(store, identity.name, options.label);
+    err(`created key ${key.keyId} for ${identity.kind} "${identity.name}". It is shown only this once:`);
+    out(key.secret);
+  } finally {
+    store.close();
+  }
+}
+
+export async function keyListCommand(options: { config: string; identity?: string }): Promise<void> {
+  const config = await loadConfig(options.config);
+  const store = openStore(config.dataDir);
+  try {
+    const keys = listApiKeys(store, options.identity);
+    if (keys.length === 0) {
+      out('no keys');
+      return;
+    }
+    out(['KEY ID', 'IDENTITY', 'CREATED', 'STATUS', 'LABEL'].join('\t'));
+    for (const key of keys) {
+      const status = key.revokedAt ? `revoked ${key.revokedAt}` : 'active';
+      out([key.keyId, key.identity, key.createdAt, status, key.label ?? ''].join('\t'));
+    }
+  } finally {
+    store.close();
+  }
+}
+
+export async function keyRevokeCommand(keyId: string, file: string): Promise<void> {
+  const config = await loadConfig(file);
+  const store = openStore(config.dataDir);
+  try {
+    if (!revokeApiKey(store, keyId)) {
+      throw new UsageError(`no active key with id "${keyId}" (see \`warden key list --config ${file}\`)`);
+    }
+    out(`revoked key ${keyId}`);
+  } finally {
+    store.close();
+  }
+}

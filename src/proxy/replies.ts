@@ -1,0 +1,31 @@
+/** Messages Warden writes itself, built once per use with the shared codec. */
+import type { NoticeFields, TransactionStatus } from '../protocol/postgres/messages.ts';
+import { writeErrorResponse, writeReadyForQuery } from '../protocol/postgres/query.ts';
+import { Writer } from '../protocol/postgres/writer.ts';
+
+export interface ErrorDetails {
+  readonly sqlstate: string;
+  readonly message: string;
+  readonly detail?: string;
+  readonly hint?: string;
+}
+
+export function errorFields(severity: 'ERROR' | 'FATAL', error: ErrorDetails): NoticeFields {
+  const fields: Record<string, string> = { S: severity, V: severity, C: error.sqlstate, M: error.message };
+  if (error.detail) fields.D = error.detail;
+  if (error.hint) fields.H = error.hint;
+  return fields;
+}
+
+export function errorResponse(severity: 'ERROR' | 'FATAL', error: ErrorDetails): Buffer {
+  return writeErrorResponse(new Writer(), {
+    type: 'ErrorResponse',
+    fields: errorFields(severity, error),
+  }).flush();
+}
+
+export function errorThenReady(error: ErrorDetails, status: TransactionStatus): Buffer {
+  const w = new Writer();
+  writeErrorResponse(w, { type: 'ErrorResponse', fields: errorFields('ERROR', error) });
+  return writeReadyForQuery(w, { type: 'ReadyForQuery', status }).flush();
+}

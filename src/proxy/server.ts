@@ -1,0 +1,102 @@
+/**
+ * The PostgreSQL listener: accepts connections, hands each to the client
+ * handshake, and keeps what connections share (config snapshot, TLS,
+ * authenticator, back-off, cancel keys, live sessions).
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import type { WardenConfig } from '../config/index.ts';
+import { ApiKeyAuthenticator, type Authenticator } from '../identity/authenticator.ts';
+import { LoginBackoff } from '../identity/backoff.ts';
+import { allowAll, type Decide } from '../policy/decision.ts';
+import { certificateDer, serverEndPoint } from '../protocol/postgres/scram.ts';
+import { openStore, type Store } from '../store/store.ts';
+import { CancelRegistry } from './cancel.ts';
+import { type ListenerContext, serveClient } from './client.ts';
+import type { Session } from './session.ts';
+
+export interface WardenServer {
+  readonly host: string;
+  readonly port: number;
+  readonly sessions: ReadonlySet<Session>;
+  /** Applies a new config to new connections; live sessions keep theirs. */
+  reload(config: WardenConfig): void;
+  /** Stops listening and ends every session with a FATAL 57P01. */
+  close(): Promise<void>;
+}
+
+export interface ServerOptions {
+  readonly decide?: Decide;
+  readonly authenticator?: Authenticator;
+  /** An already open store (else one is opened in config.dataDir). */
+  readonly store?: Store;
+}
+
+export async function startServer(initial: WardenConfig, options: ServerOptions = {}): Promise<WardenServer> {
+  let config = initial;
+  let tlsSetup = tlsFor(config);
+  const ownStore = options.store ? undefined : openStore(config.dataDir);
+  const store = options.store ?? ownStore!;
+  const sessions = new Set<Session>();
+  let sessionIds = 0;
+  const context: ListenerContext = {
+    config: () => config,
+    tls: () => tlsSetup,
+    authenticator: options.authenticator ?? new ApiKeyAuthenticator(store),
+    backoff: new LoginBackoff(config.auth.backoff),
+    cancels: new CancelRegistry<Session>(),
+    decide: options.decide ?? allowAll,
+    sessions,
+    nextSessionId: () => ++sessionIds,
+  };
+  const connections = new Set<net.Socket>();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    connections.add(socket);
+    socket.once('close', () => connections.delete(socket));
+    void serveClient(socket, context);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: config.listen.host, port: config.listen.port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', () => {}); // per-connection errors are handled on their sockets
+  const address = server.address() as net.AddressInfo;
+  return {
+    host: address.address,
+    port: address.port,
+    sessions,
+    reload(next) {
+      const nextTls = tlsFor(next);
+      config = next;
+      tlsSetup = nextTls;
+      context.backoff.update(next.auth.backoff);
+    },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const session of [...sessions]) {
+        session.fatal({
+          sqlstate: '57P01',
+          message: 'terminating connection because Warden is shutting down',
+        });
+      }
+      // Connections still logging in have no session to end: cut them after the FATAL replies go out.
+      setTimeout(() => {
+        for (const socket of connections) socket.destroy();
+      }, 200).unref();
+      await closed;
+      ownStore?.close();
+    },
+  };
+}
+
+function tlsFor(config: WardenConfig): { context: tls.SecureContext; endPoint: Buffer } | undefined {
+  const settings = config.listen.tls;
+  if (!settings) return undefined;
+  return {
+    context: tls.createSecureContext({ cert: settings.cert, key: settings.key }),
+    endPoint: serverEndPoint(certificateDer(settings.cert)),
+  };
+}
