@@ -31,12 +31,14 @@ export interface DecisionContext {
 }
 
 /**
- * Rewrites one result message (everything until the next ReadyForQuery) and
- * returns the bytes to send instead. Only decisions that need it carry one;
- * without it, results are forwarded as they arrive, undecoded.
+ * Rewrites the server's answer to the statement it was decided for: it sees
+ * every message of that response group (up to and including the
+ * ReadyForQuery that closes it), one whole frame at a time, and returns the
+ * frame to send instead (or the same one). Only decisions that need it carry
+ * one; all other results are forwarded as they arrive, undecoded.
  */
 export interface ResultTransform {
-  message(type: number, frame: Buffer): Buffer | readonly Buffer[];
+  message(type: number, frame: Buffer): Buffer;
 }
 
 interface DecisionBase {

@@ -311,8 +311,13 @@ function acceptTls(socket: Duplex, context: ListenerContext, direct: boolean): P
       secureContext: setup.context,
       ALPNProtocols: ['postgresql'],
     });
+    // A client that gives up mid-handshake (e.g. it does not trust our certificate) only closes:
+    // neither 'secure' nor 'error' follows, and the login would stay pending until the startup timeout.
+    const onClose = () => reject(new Error('connection closed during the TLS handshake'));
+    secure.once('close', onClose);
     secure.once('secure', () => {
       secure.removeListener('error', reject);
+      secure.removeListener('close', onClose);
       secure.on('error', () => secure.destroy());
       // Direct TLS is only for clients that say they speak PostgreSQL.
       if (direct && secure.alpnProtocol !== 'postgresql') {

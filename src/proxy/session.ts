@@ -13,7 +13,14 @@
  * behind the responses to everything already forwarded.
  */
 import type { Duplex } from 'node:stream';
-import type { Decide, Decision, DecisionContext, SessionInfo, StatementSource } from '../policy/decision.ts';
+import type {
+  Decide,
+  Decision,
+  DecisionContext,
+  ResultTransform,
+  SessionInfo,
+  StatementSource,
+} from '../policy/decision.ts';
 import { describeType } from '../protocol/postgres/codec.ts';
 import { ProtocolViolation } from '../protocol/postgres/errors.ts';
 import { Framer } from '../protocol/postgres/framer.ts';
@@ -25,6 +32,8 @@ import type { Upstream } from './upstream.ts';
 
 const READY = Code.ReadyForQuery;
 const TERMINATE = Buffer.from([Code.Terminate, 0, 0, 0, 4]);
+/** A transformed result holds one server message at a time; PostgreSQL caps a field at 1 GB. */
+const MAX_SERVER_MESSAGE = 0x7fffffff;
 
 interface Pending {
   /** Written once this many ReadyForQuery have come from the server. */
@@ -49,6 +58,11 @@ export class Session {
   private readySeen = 0;
   private status: TransactionStatus = 'I';
   private readonly pending: Pending[] = [];
+  /** Result transforms by response group (the n-th ReadyForQuery closes group n), in order. */
+  private readonly transforms: { readonly group: number; readonly transform: ResultTransform }[] = [];
+  /** True while the server's bytes are framed whole for a transform. */
+  private framing = false;
+  private readonly serverFramer = new Framer(MAX_SERVER_MESSAGE);
   private closed = false;
   // The run of allowed frames not yet written upstream (a slice of one buffer).
   private runBuffer: Buffer | null = null;
@@ -63,6 +77,7 @@ export class Session {
   ) {
     this.framer = new Framer(options.maxMessageSize);
     this.framer.typed = true;
+    this.serverFramer.typed = true;
   }
 
   get transactionStatus(): TransactionStatus {
@@ -210,6 +225,9 @@ export class Session {
       };
     }
     if (decision.action === 'allow') {
+      // Its results end with the next ReadyForQuery the server sends after those already expected.
+      if (decision.transform)
+        this.transforms.push({ group: this.readyExpected + 1, transform: decision.transform });
       this.forward(buffer, start, end);
       return true;
     }
@@ -261,29 +279,97 @@ export class Session {
   // ------------------------------------------------------------ server side
 
   private readonly onServerData = (chunk: Buffer): void => {
-    let written = 0;
     try {
-      this.scanner.scan(chunk, (type, end, firstByte) => {
-        if (type !== READY) return;
-        this.readySeen++;
-        this.status = String.fromCharCode(firstByte) as TransactionStatus;
-        const due = this.pending[0];
-        if (due !== undefined && due.afterReady <= this.readySeen) {
+      let rest: Buffer | null = chunk;
+      while (rest !== null) rest = this.framing ? this.transformFrames(rest) : this.forwardScanned(rest);
+    } catch (error) {
+      this.internalError(error as Error);
+    }
+  };
+
+  /**
+   * The fast path: bytes go to the client as they arrived; the scanner only
+   * finds message ends. Returns the unread rest when a group that needs a
+   * transform begins, or null when the chunk is done.
+   */
+  private forwardScanned(chunk: Buffer): Buffer | null {
+    if (this.scanner.atBoundary && this.transformDue()) {
+      this.framing = true;
+      return chunk;
+    }
+    let written = 0;
+    const stoppedAt = this.scanner.scan(chunk, (type, end, firstByte) => {
+      if (type === READY) {
+        this.readyReceived(firstByte);
+        if (this.pending.length > 0 && this.pending[0]!.afterReady <= this.readySeen) {
           // Our reply belongs right after this ReadyForQuery: split the chunk here.
           this.writeClient(chunk.subarray(written, end));
           written = end;
-          while (this.pending.length > 0 && this.pending[0]!.afterReady <= this.readySeen) {
-            this.writeClient(this.pending.shift()!.bytes);
+          this.writeDueReplies();
+        }
+      }
+      return this.transforms.length > 0 && this.transformDue();
+    });
+    this.writeClient(
+      written === 0 && stoppedAt === chunk.length ? chunk : chunk.subarray(written, stoppedAt),
+    );
+    if (stoppedAt === chunk.length) return null;
+    this.framing = true;
+    return chunk.subarray(stoppedAt);
+  }
+
+  /**
+   * The slow path, only for response groups whose decision carries a
+   * transform: whole frames, each passed through the group's transforms.
+   * Returns the rest of the chunk once the group ends and the next one needs
+   * no transform, or null when the chunk is done.
+   */
+  private transformFrames(chunk: Buffer): Buffer | null {
+    let leave = false;
+    // One write per message here: cork so they leave in as few packets as the fast path's.
+    this.client.cork();
+    try {
+      this.serverFramer.push(chunk, (type, buffer, start, _bodyStart, end) => {
+        let frame = buffer.subarray(start, end);
+        const group = this.readySeen + 1;
+        for (const entry of this.transforms) {
+          if (entry.group === group) frame = entry.transform.message(type, frame);
+        }
+        // Frames are views of the chunk (or of a joined copy), which nothing reuses: no copy needed.
+        this.writeClient(frame);
+        if (type === READY) {
+          this.readyReceived(buffer[end - 1]!);
+          this.writeDueReplies();
+          if (!this.transformDue()) {
+            leave = true;
+            this.serverFramer.stop();
           }
         }
       });
-    } catch (error) {
-      this.writeClient(written === 0 ? chunk : chunk.subarray(written));
-      this.internalError(error as Error);
-      return;
+    } finally {
+      process.nextTick(() => this.client.uncork());
     }
-    this.writeClient(written === 0 ? chunk : chunk.subarray(written));
-  };
+    if (!leave) return null;
+    this.framing = false;
+    return this.serverFramer.takeRemainder();
+  }
+
+  private transformDue(): boolean {
+    const next = this.transforms[0];
+    return next !== undefined && next.group === this.readySeen + 1;
+  }
+
+  private readyReceived(status: number): void {
+    this.readySeen++;
+    this.status = String.fromCharCode(status) as TransactionStatus;
+    while (this.transforms.length > 0 && this.transforms[0]!.group <= this.readySeen) this.transforms.shift();
+  }
+
+  private writeDueReplies(): void {
+    while (this.pending.length > 0 && this.pending[0]!.afterReady <= this.readySeen) {
+      this.writeClient(this.pending.shift()!.bytes);
+    }
+  }
 
   private writeClient(bytes: Buffer): void {
     if (this.closed || bytes.length === 0) return;

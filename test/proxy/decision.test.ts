@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { allowAll, type Decide, type DecisionContext } from '../../src/policy/decision.ts';
+import {
+  allowAll,
+  type Decide,
+  type DecisionContext,
+  type ResultTransform,
+} from '../../src/policy/decision.ts';
+import { decodeBackend, encodeBackend } from '../../src/protocol/postgres/codec.ts';
+import { Code } from '../../src/protocol/postgres/messages.ts';
 import {
   createTestDatabase,
   findTestServer,
@@ -17,7 +24,21 @@ describe('the decision point', { timeout: 120_000 }, () => {
   let warden: WardenHandle;
   const seen: DecisionContext[] = [];
 
-  // A test decision: records every context, refuses statements that mention "forbidden", and fails on "explode".
+  /** Upper-cases every non-NULL value of every DataRow: a stand-in for masking that is easy to check. */
+  const upperCase: ResultTransform = {
+    message(type, frame) {
+      if (type !== Code.DataRow) return frame;
+      const row = decodeBackend(type, frame.subarray(5));
+      if (row.type !== 'DataRow') return frame;
+      const values = row.values.map((value) =>
+        value === null ? null : Buffer.from(value.toString().toUpperCase()),
+      );
+      return encodeBackend({ type: 'DataRow', values });
+    },
+  };
+
+  // A test decision: records every context, refuses statements that mention "forbidden", fails on "explode",
+  // and transforms the results of statements marked /* upper */.
   const decide: Decide = (context) => {
     seen.push(context);
     if (context.sql?.includes('explode')) throw new Error('the policy store is down');
@@ -30,7 +51,9 @@ describe('the decision point', { timeout: 120_000 }, () => {
         hint: 'ask',
       };
     }
-    return allowAll(context);
+    const transforms =
+      context.sql?.includes('/* upper */') && (context.source === 'query' || context.source === 'execute');
+    return { ...allowAll(context), transform: transforms ? upperCase : null };
   };
 
   before(async () => {
@@ -136,5 +159,49 @@ describe('the decision point', { timeout: 120_000 }, () => {
     });
     assert.equal((await client.query('SELECT 1 AS ok')).rows[0].ok, 1);
     await client.end();
+  });
+
+  it('rewrites the results of a statement whose decision carries a transform, and only those', async () => {
+    const client = new pg.Client(warden.pgConfig('etl'));
+    await client.connect();
+    const plain = await client.query("SELECT 'quiet' AS word, NULL::text AS nothing");
+    const upper = await client.query("/* upper */ SELECT 'loud' AS word, NULL::text AS nothing");
+    const extended = await client.query('/* upper */ SELECT $1::text AS word', ['bound']);
+    const after = await client.query('SELECT $1::text AS word', ['calm']);
+    assert.deepEqual(plain.rows, [{ word: 'quiet', nothing: null }]);
+    assert.deepEqual(upper.rows, [{ word: 'LOUD', nothing: null }]);
+    assert.deepEqual(extended.rows, [{ word: 'BOUND' }]);
+    assert.deepEqual(after.rows, [{ word: 'calm' }]);
+    await client.end();
+  });
+
+  it('switches between forwarding and transforming inside one pipelined stream, group by group', async () => {
+    const client = await RawClient.login(warden.port, 'etl', database.name, warden.keys.etl!);
+    client.send(
+      { type: 'Query', sql: "SELECT 'a' || g FROM generate_series(1, 20000) g" },
+      { type: 'Query', sql: "/* upper */ SELECT 'b' || g FROM generate_series(1, 20000) g" },
+      { type: 'Query', sql: "SELECT 'c' || g FROM generate_series(1, 20000) g" },
+      { type: 'Query', sql: "/* upper */ SELECT 'd' || g FROM generate_series(1, 3) g" },
+    );
+    const groups = [];
+    for (let i = 0; i < 4; i++) groups.push(await client.untilReady());
+    client.close();
+    const values = groups.map((messages) =>
+      messages.flatMap((m) => (m.type === 'DataRow' ? [m.values[0]!.toString()] : [])),
+    );
+    assert.deepEqual(
+      values[0],
+      Array.from({ length: 20000 }, (_, i) => `a${i + 1}`),
+    );
+    assert.deepEqual(
+      values[1],
+      Array.from({ length: 20000 }, (_, i) => `B${i + 1}`),
+    );
+    assert.deepEqual(
+      values[2],
+      Array.from({ length: 20000 }, (_, i) => `c${i + 1}`),
+    );
+    assert.deepEqual(values[3], ['D1', 'D2', 'D3']);
+    assert.ok(groups.every((messages) => messages.at(-1)?.type === 'ReadyForQuery'));
   });
 });

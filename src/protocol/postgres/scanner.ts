@@ -8,7 +8,7 @@ import { ProtocolViolation } from './errors.ts';
  * type, the offset just past it, and its first body byte (-1 if empty) —
  * enough to read ReadyForQuery's transaction status.
  */
-export type MessageEndHandler = (type: number, end: number, firstByte: number) => void;
+export type MessageEndHandler = (type: number, end: number, firstByte: number) => boolean | void;
 
 export class MessageScanner {
   private headerFill = 0; // bytes of the 5-byte header seen so far (split headers)
@@ -23,16 +23,20 @@ export class MessageScanner {
     return this.headerFill === 0 && this.bodyLeft === 0;
   }
 
-  scan(chunk: Buffer, onEnd: MessageEndHandler): void {
+  /**
+   * Scans `chunk` from `start`. When `onEnd` returns true, scanning stops
+   * after that message; the return value is the offset scanning reached.
+   */
+  scan(chunk: Buffer, onEnd: MessageEndHandler, start = 0): number {
     const n = chunk.length;
-    let i = 0;
+    let i = start;
     while (i < n) {
       if (this.bodyLeft > 0) {
         if (this.firstByte < 0 && this.bodyLeft === this.bodyLength) this.firstByte = chunk[i]!;
         const take = Math.min(this.bodyLeft, n - i);
         this.bodyLeft -= take;
         i += take;
-        if (this.bodyLeft === 0) onEnd(this.type, i, this.firstByte);
+        if (this.bodyLeft === 0 && onEnd(this.type, i, this.firstByte) === true) return i;
         continue;
       }
       if (this.headerFill === 0 && n - i >= 5) {
@@ -43,8 +47,9 @@ export class MessageScanner {
           throw new ProtocolViolation(`server sent message ${describeType(type)} with length ${length}`);
         const end = i + 1 + length;
         if (end <= n) {
-          onEnd(type, end, length > 4 ? chunk[i + 5]! : -1);
+          const first = length > 4 ? chunk[i + 5]! : -1;
           i = end;
+          if (onEnd(type, end, first) === true) return i;
           continue;
         }
         this.begin(type, length - 4);
@@ -59,10 +64,11 @@ export class MessageScanner {
         const type = this.header[0]!;
         if (length < 4)
           throw new ProtocolViolation(`server sent message ${describeType(type)} with length ${length}`);
-        if (length === 4) onEnd(type, i, -1);
-        else this.begin(type, length - 4);
+        if (length > 4) this.begin(type, length - 4);
+        else if (onEnd(type, i, -1) === true) return i;
       }
     }
+    return n;
   }
 
   private begin(type: number, bodyLength: number): void {
