@@ -8,7 +8,7 @@ import { ProtocolViolation } from './errors.ts';
  * type, the offset just past it, and its first body byte (-1 if empty) —
  * enough to read ReadyForQuery's transaction status.
  */
-export type MessageEndHandler = (type: number, end: number, firstByte: number) => boolean | void;
+export type MessageEndHandler = (type: number, end: number, firstByte: number) => boolean | undefined;
 
 export class MessageScanner {
   private headerFill = 0; // bytes of the 5-byte header seen so far (split headers)
