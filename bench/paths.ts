@@ -1,0 +1,239 @@
+/**
+ * The four ways pgbench reaches PostgreSQL: directly, through Warden, through
+ * PgBouncer and through a plain byte relay. Each proxy runs as a child on a
+ * port picked here, in a temporary folder removed at the end.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { freePort, type ManagedChild, spawnManaged } from './children.ts';
+import type { Endpoint } from './run-pgbench.ts';
+
+const run = promisify(execFile);
+
+export const PATH_NAMES = ['direct', 'warden', 'pgbouncer', 'relay'] as const;
+export type PathName = (typeof PATH_NAMES)[number];
+
+export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = path.resolve(BENCH_DIR, '..');
+
+export interface Upstream {
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly database: string;
+}
+
+export interface BenchPath {
+  readonly name: PathName;
+  readonly endpoint: Endpoint;
+  /** The proxy process whose CPU time is measured (none for direct). */
+  readonly child: ManagedChild | undefined;
+  /** What to know when reading its numbers. */
+  readonly notes: readonly string[];
+  readonly version: string | undefined;
+}
+
+const STARTUP_TIMEOUT_MS = 30_000;
+const temporaryFolders: string[] = [];
+
+function temporaryFolder(prefix: string): string {
+  const folder = mkdtempSync(path.join(os.tmpdir(), prefix));
+  temporaryFolders.push(folder);
+  return folder;
+}
+
+export function removeTemporaryFolders(): void {
+  for (const folder of temporaryFolders.splice(0)) rmSync(folder, { recursive: true, force: true });
+}
+
+export function directPath(upstream: Upstream): BenchPath {
+  return {
+    name: 'direct',
+    endpoint: { host: upstream.host, port: upstream.port, user: upstream.user, database: upstream.database },
+    child: undefined,
+    notes: [],
+    version: undefined,
+  };
+}
+
+export async function startWarden(upstream: Upstream): Promise<BenchPath> {
+  const folder = temporaryFolder('warden-bench-');
+  const port = await freePort();
+  const file = path.join(folder, 'warden.yaml');
+  writeFileSync(
+    file,
+    [
+      'listen:',
+      '  host: 127.0.0.1',
+      `  port: ${port}`,
+      'dataDir: ./data',
+      'identities:',
+      '  - name: bench',
+      '    kind: service',
+      'targets:',
+      `  - name: ${upstream.database}`,
+      `    host: ${upstream.host}`,
+      `    port: ${upstream.port}`,
+      `    user: ${upstream.user}`,
+      '    tls:',
+      '      mode: disable',
+      '    access:',
+      '      identities: [bench]',
+      '',
+    ].join('\n'),
+  );
+  const bin = path.join(REPO_ROOT, 'bin', 'warden.js');
+  let key: string;
+  try {
+    const { stdout } = await run(
+      process.execPath,
+      [bin, 'key', 'create', '--identity', 'bench', '--config', file],
+      { cwd: REPO_ROOT, timeout: 60_000 },
+    );
+    key = stdout.trim().split('\n').pop()?.trim() ?? '';
+  } catch (error) {
+    const failure = error as { stderr?: string; message: string };
+    throw new Error(`warden key create failed: ${failure.stderr?.trim() || failure.message}`);
+  }
+  if (key === '') throw new Error('warden key create printed no key on stdout');
+  const child = spawnManaged('warden', process.execPath, [bin, 'start', '--config', file], {
+    cwd: REPO_ROOT,
+  });
+  await child.waitForLine(/listening/, STARTUP_TIMEOUT_MS);
+  return {
+    name: 'warden',
+    endpoint: { host: '127.0.0.1', port, user: 'bench', database: upstream.database, password: key },
+    child,
+    notes: [],
+    version: undefined,
+  };
+}
+
+/** `pgbouncer --version`, or undefined when it is not installed. */
+export function pgbouncerVersion(): string | undefined {
+  try {
+    return execFileSync('pgbouncer', ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .split('\n')[0]
+      ?.trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether this PgBouncer keeps protocol-level prepared statements in transaction mode (1.21+). */
+export function pgbouncerTracksPreparedStatements(version: string): boolean {
+  const match = /(\d+)\.(\d+)/.exec(version);
+  if (match === null) return false;
+  const [major, minor] = [Number(match[1]), Number(match[2])];
+  return major > 1 || (major === 1 && minor >= 21);
+}
+
+export type PoolMode = 'transaction' | 'session';
+
+export async function startPgbouncer(
+  upstream: Upstream,
+  poolSize: number,
+  poolMode: PoolMode,
+): Promise<BenchPath> {
+  const version = pgbouncerVersion();
+  if (version === undefined) throw new Error('pgbouncer not installed: apt-get install pgbouncer');
+  const folder = temporaryFolder('pgbouncer-bench-');
+  // PgBouncer refuses to run as root: as root it switches to `nobody`, who must read these files.
+  chmodSync(folder, 0o755);
+  const port = await freePort();
+  const userlist = path.join(folder, 'userlist.txt');
+  const ini = path.join(folder, 'pgbouncer.ini');
+  writeFileSync(userlist, `"${upstream.user}" ""\n`, { mode: 0o644 });
+  writeFileSync(
+    ini,
+    [
+      '[databases]',
+      `${upstream.database} = host=${upstream.host} port=${upstream.port} user=${upstream.user} dbname=${upstream.database}`,
+      '',
+      '[pgbouncer]',
+      'listen_addr = 127.0.0.1',
+      `listen_port = ${port}`,
+      'unix_socket_dir =',
+      'auth_type = trust',
+      `auth_file = ${userlist}`,
+      `pool_mode = ${poolMode}`,
+      ...(pgbouncerTracksPreparedStatements(version) ? ['max_prepared_statements = 200'] : []),
+      'max_client_conn = 200',
+      `default_pool_size = ${poolSize}`,
+      'log_connections = 0',
+      'log_disconnections = 0',
+      'stats_period = 3600',
+      '',
+    ].join('\n'),
+    { mode: 0o644 },
+  );
+  const asRoot = process.getuid?.() === 0;
+  const child = spawnManaged('pgbouncer', 'pgbouncer', asRoot ? ['-u', 'nobody', ini] : [ini], {
+    cwd: folder,
+  });
+  await child.waitForLine(/listening on/, STARTUP_TIMEOUT_MS);
+  return {
+    name: 'pgbouncer',
+    endpoint: { host: '127.0.0.1', port, user: upstream.user, database: upstream.database },
+    child,
+    notes: [`pool_mode=${poolMode}, default_pool_size=${poolSize}${asRoot ? ', run as nobody' : ''}`],
+    version,
+  };
+}
+
+export async function startRelay(upstream: Upstream): Promise<BenchPath> {
+  const port = await freePort();
+  const child = spawnManaged(
+    'relay',
+    process.execPath,
+    ['--import', 'tsx', path.join(BENCH_DIR, 'relay.ts'), String(port), upstream.host, String(upstream.port)],
+    { cwd: REPO_ROOT },
+  );
+  await child.waitForLine(/listening/, STARTUP_TIMEOUT_MS);
+  return {
+    name: 'relay',
+    endpoint: { host: '127.0.0.1', port, user: upstream.user, database: upstream.database },
+    child,
+    notes: ['Node net relay, socket.pipe both ways, noDelay'],
+    version: undefined,
+  };
+}
+
+/** One `select 1` through the path, so a broken path fails here with its own words. */
+export async function probe(benchPath: BenchPath): Promise<void> {
+  const { endpoint } = benchPath;
+  const env: NodeJS.ProcessEnv = { ...process.env, PGCONNECT_TIMEOUT: '10', PGSSLMODE: 'disable' };
+  delete env.PGPASSWORD;
+  if (endpoint.password !== undefined) env.PGPASSWORD = endpoint.password;
+  try {
+    await run(
+      'psql',
+      [
+        '-X',
+        '-w',
+        '-At',
+        '-h',
+        endpoint.host,
+        '-p',
+        String(endpoint.port),
+        '-U',
+        endpoint.user,
+        '-d',
+        endpoint.database,
+        '-c',
+        'select 1',
+      ],
+      { env, timeout: 30_000 },
+    );
+  } catch (error) {
+    const failure = error as { stderr?: string; message: string };
+    const tail = benchPath.child ? `\n${benchPath.name} output:\n${benchPath.child.tail()}` : '';
+    throw new Error(
+      `select 1 through ${benchPath.name} failed: ${failure.stderr?.trim() || failure.message}${tail}`,
+    );
+  }
+}
