@@ -9,22 +9,7 @@ import {
   type TestDatabase,
   type TestServer,
 } from '../fixtures/postgres.ts';
-import { startWarden, type WardenHandle } from './support.ts';
-
-type PgError = Error & { code?: string; hint?: string };
-
-async function connectError(config: pg.ClientConfig): Promise<PgError> {
-  const client = new pg.Client(config);
-  client.on('error', () => {});
-  try {
-    await client.connect();
-  } catch (error) {
-    return error as PgError;
-  } finally {
-    await client.end().catch(() => {});
-  }
-  assert.fail('the connection was accepted');
-}
+import { connectError, startWarden, type WardenHandle } from './support.ts';
 
 describe('who may connect', { timeout: 120_000 }, () => {
   let upstream: TestServer;

@@ -12,7 +12,7 @@ import {
   type TestServer,
 } from '../fixtures/postgres.ts';
 import { RawClient } from './raw-client.ts';
-import { run, startWarden, type WardenHandle } from './support.ts';
+import { run, startWarden, type WardenHandle, waitFor } from './support.ts';
 
 /** Counts rows and bytes of a result as it streams, without keeping any of it. */
 function countResult(client: RawClient): Promise<{ rows: number; bytes: number }> {
@@ -36,14 +36,6 @@ function countResult(client: RawClient): Promise<{ rows: number; bytes: number }
     client.socket.resume();
     if (leftover.length > 0) onData(leftover);
   });
-}
-
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 describe('results stream through with backpressure', { timeout: 180_000 }, () => {

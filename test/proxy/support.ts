@@ -2,11 +2,12 @@
  * A real Warden in this process, in front of the test PostgreSQL, with real
  * API keys for its identities; and helpers to reach it with real clients.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type pg from 'pg';
+import pg from 'pg';
 import { loadConfig, type WardenConfig } from '../../src/config/index.ts';
 import { createApiKey } from '../../src/identity/keys.ts';
 import type { Decide } from '../../src/policy/decision.ts';
@@ -162,4 +163,29 @@ export async function hasBinary(name: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+export type PgError = Error & { code?: string; hint?: string; detail?: string };
+
+/** Connects with node-postgres and returns the error the login ended with; fails the test if it succeeded. */
+export async function connectError(config: pg.ClientConfig): Promise<PgError> {
+  const client = new pg.Client(config);
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (error) {
+    return error as PgError;
+  } finally {
+    await client.end().catch(() => {});
+  }
+  assert.fail('the connection was accepted');
+}
+
+/** Polls a condition every 25 ms, for at most 10 s. */
+export async function waitFor(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    if (condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  assert.fail(`timed out waiting for ${what}`);
 }

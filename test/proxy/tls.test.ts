@@ -35,7 +35,7 @@ import {
   type TestDatabase,
   type TestServer,
 } from '../fixtures/postgres.ts';
-import { startWarden, type WardenHandle } from './support.ts';
+import { connectError, startWarden, type WardenHandle } from './support.ts';
 
 interface RunResult {
   readonly code: number | null;
@@ -349,21 +349,6 @@ function psql18(conninfo: string, args: readonly string[]): Promise<RunResult> {
   return psql(conninfo, args, libpq18Env());
 }
 
-type PgError = Error & { code?: string; hint?: string };
-
-async function pgFailure(config: pg.ClientConfig): Promise<PgError> {
-  const client = new pg.Client(config);
-  client.on('error', () => {});
-  try {
-    await client.connect();
-  } catch (error) {
-    return error as PgError;
-  } finally {
-    await client.end().catch(() => {});
-  }
-  assert.fail('the connection should have been refused');
-}
-
 function tlsStream(client: pg.Client): unknown {
   return (client as unknown as { connection: { stream: unknown } }).connection.stream;
 }
@@ -449,7 +434,7 @@ describe('TLS between clients and Warden', { timeout: 120_000 }, () => {
     });
 
     it('node-postgres refuses Warden when it trusts a different CA', async () => {
-      const error = await pgFailure(
+      const error = await connectError(
         warden.pgConfig('etl', { ssl: { ca: certs.otherCa.cert, rejectUnauthorized: true } }),
       );
       assert.match(error.message, /certificate/i);
@@ -462,7 +447,7 @@ describe('TLS between clients and Warden', { timeout: 120_000 }, () => {
         process.getActiveResourcesInfo().filter((resource) => resource === 'Timeout').length;
       const before = timers();
       for (let i = 0; i < 3; i++) {
-        await pgFailure(
+        await connectError(
           warden.pgConfig('etl', { ssl: { ca: certs.otherCa.cert, rejectUnauthorized: true } }),
         );
       }
@@ -527,7 +512,7 @@ describe('TLS between clients and Warden', { timeout: 120_000 }, () => {
     });
 
     it('refuses a wrong API key over TLS with 28P01', async () => {
-      const error = await pgFailure(
+      const error = await connectError(
         warden.pgConfig('etl', {
           password: 'wdn_not_a_real_key',
           ssl: { ca: certs.ca.cert, rejectUnauthorized: true },
@@ -551,7 +536,7 @@ describe('TLS between clients and Warden', { timeout: 120_000 }, () => {
 
   describe('requireTls: always', () => {
     it('refuses a plaintext login with 28000 and a hint about sslmode', async () => {
-      const error = await pgFailure(strict.pgConfig('etl'));
+      const error = await connectError(strict.pgConfig('etl'));
       assert.equal(error.code, '28000');
       assert.match(error.message, /requires TLS/);
       assert.match(error.hint ?? '', /sslmode/);

@@ -13,7 +13,7 @@ import {
   type TestServer,
 } from '../fixtures/postgres.ts';
 import { RawClient } from './raw-client.ts';
-import { startWarden, type WardenHandle } from './support.ts';
+import { startWarden, type WardenHandle, waitFor } from './support.ts';
 
 /** A TCP relay in front of the real server whose connections a test can cut at any byte. */
 async function startCuttableRelay(
@@ -37,14 +37,6 @@ async function startCuttableRelay(
     },
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
-}
-
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 describe('when the upstream fails', { timeout: 120_000 }, () => {

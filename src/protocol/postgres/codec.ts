@@ -3,14 +3,7 @@
  * messages a decision needs; tests and tools use these for everything.
  */
 import { parseAuthentication, writeAuthentication } from './auth.ts';
-import {
-  parseCopyFail,
-  parseCopyResponse,
-  writeCopyData,
-  writeCopyDone,
-  writeCopyFail,
-  writeCopyResponse,
-} from './copy.ts';
+import { parseCopyFail, parseCopyResponse, writeCopyData, writeCopyFail, writeCopyResponse } from './copy.ts';
 import { ProtocolViolation } from './errors.ts';
 import {
   parseBind,
@@ -177,19 +170,13 @@ export function encodeFrontend(m: FrontendMessage, w = new Writer()): Buffer {
       writeClose(w, m);
       break;
     case 'Sync':
-      w.begin(Code.Sync).end();
-      break;
     case 'Flush':
-      w.begin(Code.Flush).end();
-      break;
     case 'Terminate':
-      w.begin(Code.Terminate).end();
+    case 'CopyDone':
+      w.begin(Code[m.type]).end();
       break;
     case 'CopyData':
       writeCopyData(w, m.data);
-      break;
-    case 'CopyDone':
-      writeCopyDone(w);
       break;
     case 'CopyFail':
       writeCopyFail(w, m);
@@ -256,29 +243,18 @@ export function encodeBackend(m: BackendMessage, w = new Writer()): Buffer {
     case 'CopyData':
       writeCopyData(w, m.data);
       break;
-    case 'CopyDone':
-      writeCopyDone(w);
-      break;
     case 'FunctionCallResponse':
       writeFunctionCallResponse(w, m);
       break;
+    // Messages that are only a type byte and a length.
+    case 'CopyDone':
     case 'EmptyQueryResponse':
-      w.begin(Code.EmptyQueryResponse).end();
-      break;
     case 'ParseComplete':
-      w.begin(Code.ParseComplete).end();
-      break;
     case 'BindComplete':
-      w.begin(Code.BindComplete).end();
-      break;
     case 'CloseComplete':
-      w.begin(Code.CloseComplete).end();
-      break;
     case 'NoData':
-      w.begin(Code.NoData).end();
-      break;
     case 'PortalSuspended':
-      w.begin(Code.PortalSuspended).end();
+      w.begin(Code[m.type]).end();
       break;
   }
   return w.flush();

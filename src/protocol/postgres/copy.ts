@@ -38,7 +38,3 @@ export function writeCopyFail(w: Writer, m: CopyFail): Writer {
 export function writeCopyData(w: Writer, data: Uint8Array): Writer {
   return w.begin(Code.CopyData).bytes(data).end();
 }
-
-export function writeCopyDone(w: Writer): Writer {
-  return w.begin(Code.CopyDone).end();
-}
