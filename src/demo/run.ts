@@ -1,0 +1,416 @@
+/**
+ * `warden demo`: a throwaway PostgreSQL holding personal data, Warden in
+ * front of it with a commented warden.yaml, one API key per identity, and
+ * ready-to-paste psql commands. Ctrl-C stops everything and removes every
+ * file it made.
+ */
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants, rmSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { ConfigError, formatConfigError, loadConfig } from '../config/index.ts';
+import { createApiKey } from '../identity/keys.ts';
+import { startServer, type WardenServer } from '../proxy/server.ts';
+import { openStore, StoreError } from '../store/store.ts';
+import { generateCa, generateLocalServerCertificate } from './certs.ts';
+import { type EmbeddedPostgres, EmbeddedPostgresError, startEmbeddedPostgres } from './embedded.ts';
+import { seedDemo } from './seed.ts';
+
+export interface DemoOptions {
+  /** Warden's port on 127.0.0.1; 0 picks a free one. */
+  readonly port: number;
+}
+
+/** The upstream password reaches the config through this variable, never through the file. */
+const PASSWORD_ENV = 'WARDEN_DEMO_DB_PASSWORD';
+const APP_ROLE = 'warden_app';
+const HOST = '127.0.0.1';
+/** A stop signal this long after the first one quits without waiting for the cleanup. */
+const REPEAT_SIGNAL_MS = 1000;
+
+const IDENTITIES = [
+  { name: 'ana', kind: 'human', groups: ['analysts'] },
+  { name: 'etl_nightly', kind: 'service', groups: ['pipelines'] },
+  { name: 'support_bot', kind: 'agent', groups: [] },
+] as const;
+
+/** A failure with a message a person can act on. */
+class DemoError extends Error {
+  override readonly name = 'DemoError';
+}
+
+/** A stop signal arrived before the demo was ready. */
+class Interrupted extends Error {
+  override readonly name = 'Interrupted';
+}
+
+const out = (text = ''): void => {
+  process.stdout.write(`${text}\n`);
+};
+const err = (text: string): void => {
+  process.stderr.write(`${text}\n`);
+};
+
+export async function runDemo(options: DemoOptions): Promise<void> {
+  const cleanups: { what: string; run: () => Promise<void> | void }[] = [];
+  let stopSignal: NodeJS.Signals | undefined;
+  let stopAt = 0;
+  let demoDir: string | undefined;
+  let wake: (() => void) | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (!stopSignal) {
+      stopSignal = signal;
+      stopAt = Date.now();
+      wake?.();
+      return;
+    }
+    // One Ctrl-C can arrive twice (from the terminal and forwarded by npm): only a later one means "now".
+    if (Date.now() - stopAt < REPEAT_SIGNAL_MS) return;
+    err('warden: quitting at once; PostgreSQL is killed on exit.');
+    if (demoDir) rmSync(demoDir, { recursive: true, force: true });
+    process.exit(1);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const checkpoint = (): void => {
+    if (stopSignal) throw new Interrupted();
+  };
+
+  try {
+    const port = options.port;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new DemoError('--port must be a whole number from 0 to 65535 (0 = any free port)');
+    }
+    // Fail before the slow part when the port is taken; startServer checks again.
+    if (port !== 0) await ensurePortFree(port);
+    checkpoint();
+
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'warden-demo-'));
+    demoDir = dir;
+    cleanups.push({ what: `remove ${dir}`, run: () => fs.rm(dir, { recursive: true, force: true }) });
+    await fs.chmod(dir, 0o755);
+
+    // One CA; its server certificate (127.0.0.1, localhost) serves both Warden and PostgreSQL.
+    const ca = await generateCa('Warden demo CA', 30);
+    const serverPem = await generateLocalServerCertificate(ca, 30);
+    await fs.writeFile(path.join(dir, 'ca.crt'), ca.cert);
+    await fs.writeFile(path.join(dir, 'warden.crt'), serverPem.cert);
+    await fs.writeFile(path.join(dir, 'warden.key'), serverPem.key, { mode: 0o600 });
+    checkpoint();
+
+    const superuserPassword = randomBytes(24).toString('base64url');
+    const appPassword = randomBytes(24).toString('base64url');
+    const postgres = await startEmbeddedPostgres({
+      authMethod: 'scram-sha-256',
+      superuserPassword,
+      ssl: serverPem,
+    });
+    cleanups.push({ what: 'stop PostgreSQL', run: () => postgres.stop() });
+    checkpoint();
+    await createDemoDatabases(postgres, superuserPassword, appPassword);
+    checkpoint();
+
+    const configFile = path.join(dir, 'warden.yaml');
+    await fs.writeFile(configFile, demoConfigYaml(port, postgres.port));
+    const config = await loadConfig(configFile, { ...process.env, [PASSWORD_ENV]: appPassword });
+    for (const warning of config.warnings) err(`warning: ${warning}`);
+
+    const store = openStore(config.dataDir);
+    cleanups.push({ what: 'close the store', run: () => store.close() });
+    const keys = new Map<string, { secret: string }>(
+      IDENTITIES.map((identity) => [identity.name, createApiKey(store, identity.name, 'demo')]),
+    );
+    checkpoint();
+
+    let server: WardenServer;
+    try {
+      server = await startServer(config, { store });
+    } catch (error) {
+      throw listenError(error, port);
+    }
+    cleanups.push({ what: 'close Warden', run: () => server.close() });
+    checkpoint();
+
+    printInstructions({
+      warden: server,
+      postgres,
+      dir,
+      configFile,
+      secret: (name) => keys.get(name)!.secret,
+    });
+
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+      if (stopSignal) resolve();
+    });
+    out();
+    out('Stopping: closing Warden, stopping PostgreSQL, removing the demo folder…');
+    const failed = await runCleanups(cleanups);
+    if (failed) {
+      process.exitCode = 1;
+      return;
+    }
+    out(`Stopped. ${dir} is removed.`);
+    process.exitCode = 0;
+  } catch (error) {
+    const failed = await runCleanups(cleanups);
+    // Ctrl-C in a terminal also reaches initdb and postgres, whose failure is then no surprise.
+    if (error instanceof Interrupted || stopSignal) {
+      err('warden: demo stopped before it was ready; everything it started is cleaned up.');
+      process.exitCode = failed ? 1 : 0;
+      return;
+    }
+    err(`warden: ${explain(error)}`);
+    process.exitCode = 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** Runs the cleanups newest first; every one runs even if an earlier one fails. Returns whether one failed. */
+async function runCleanups(cleanups: { what: string; run: () => Promise<void> | void }[]): Promise<boolean> {
+  let failed = false;
+  for (const cleanup of cleanups.splice(0).reverse()) {
+    try {
+      await cleanup.run();
+    } catch (error) {
+      failed = true;
+      err(`warden: could not ${cleanup.what}: ${(error as Error).message}`);
+    }
+  }
+  return failed;
+}
+
+function suggestPort(port: number): string {
+  const next = port >= 65535 ? 6544 : port + 1;
+  // The bin is also run directly (`warden demo`), not only through npm.
+  return process.env.npm_lifecycle_event === 'demo'
+    ? `npm run demo -- --port ${next}`
+    : `warden demo --port ${next}`;
+}
+
+function portError(error: NodeJS.ErrnoException, port: number): DemoError | undefined {
+  if (error.code === 'EADDRINUSE')
+    return new DemoError(`port ${port} is taken: run \`${suggestPort(port)}\``);
+  if (error.code === 'EACCES') {
+    return new DemoError(`port ${port} needs privileges this user lacks: run \`${suggestPort(6543)}\``);
+  }
+  return undefined;
+}
+
+function listenError(error: unknown, port: number): unknown {
+  return (error instanceof Error && portError(error, port)) || error;
+}
+
+function ensurePortFree(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', (error: NodeJS.ErrnoException) => reject(portError(error, port) ?? error));
+    probe.listen({ host: HOST, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
+/** Databases shop (customers, orders) and hr (employees), readable and writable by warden_app. */
+async function createDemoDatabases(
+  postgres: EmbeddedPostgres,
+  superuserPassword: string,
+  appPassword: string,
+): Promise<void> {
+  const connect = async (database: string): Promise<pg.Client> => {
+    const client = new pg.Client({
+      host: postgres.host,
+      port: postgres.port,
+      user: postgres.superuser,
+      password: superuserPassword,
+      database,
+    });
+    client.on('error', () => {}); // a failure surfaces through the query that hits it
+    await client.connect();
+    return client;
+  };
+  const run = async (database: string, work: (client: pg.Client) => Promise<void>): Promise<void> => {
+    const client = await connect(database);
+    try {
+      await work(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  };
+  try {
+    await run('postgres', async (admin) => {
+      await admin.query('CREATE DATABASE shop');
+      await admin.query('CREATE DATABASE hr');
+    });
+    // Role creation is cluster-wide: seed one database after the other.
+    await run('shop', async (shop) => {
+      await seedDemo(shop, { appPassword, appRole: APP_ROLE });
+      await shop.query('DROP TABLE employees');
+    });
+    await run('hr', async (hr) => {
+      await seedDemo(hr, { appPassword, appRole: APP_ROLE });
+      await hr.query('DROP TABLE orders, customers');
+    });
+  } catch (error) {
+    throw new DemoError(`could not create the demo databases: ${(error as Error).message}`);
+  }
+}
+
+function demoConfigYaml(wardenPort: number, postgresPort: number): string {
+  const portNote = wardenPort === 0 ? '   # 0 = any free port; the demo prints the one it got' : '';
+  return `# warden.yaml, written by \`warden demo\`. A real deployment writes the same
+# keys; only the ports and this throwaway folder are demo-specific.
+# Validate a config without starting anything: warden check-config warden.yaml
+# Relative paths below are relative to this file.
+
+# Where clients connect. They speak plain PostgreSQL to Warden: psql, drivers,
+# BI tools work unchanged.
+listen:
+  host: ${HOST}
+  port: ${wardenPort}${portNote}
+  # Warden's certificate, signed by the demo CA (ca.crt, beside this file).
+  # Clients that want to check it use sslmode=verify-full sslrootcert=ca.crt.
+  tls:
+    cert: ./warden.crt
+    key: ./warden.key
+  # remote: TLS is required, except from this machine (loopback).
+  # The other choices are always and never.
+  requireTls: remote
+
+# Warden's own state. API keys are kept there only as SCRAM verifiers:
+# the secrets themselves are shown once, when a key is created.
+dataDir: ./data
+
+# Who may log in. The user name a client sends names one of these identities,
+# never a database role, and the password is one of its API keys
+# (\`warden key create --identity NAME --config warden.yaml\`).
+identities:
+  - name: ana            # a person
+    kind: human
+    groups: [analysts]
+  - name: etl_nightly    # a scheduled job
+    kind: service
+    groups: [pipelines]
+  - name: support_bot    # an AI agent
+    kind: agent
+
+# What they may reach. The database name a client sends picks a target.
+# Warden logs in to it with the target's own role and password, which
+# clients never see: every session runs as warden_app upstream, and Warden
+# knows which identity is behind it.
+targets:
+  - name: shop           # clients connect with dbname=shop
+    host: ${HOST}        # the embedded PostgreSQL
+    port: ${postgresPort}
+    database: shop       # the database on that server
+    user: ${APP_ROLE}
+    # Never write a secret here: \${NAME} is read from the environment
+    # (the demo sets ${PASSWORD_ENV}). passwordFile: is the other way.
+    password: \${${PASSWORD_ENV}}
+    tls:
+      mode: verify-full  # encrypt, and check the server's certificate and name
+      ca: ./ca.crt
+    labels: { env: demo }
+    # Who may connect: anyone in one of these groups, or of one of these kinds
+    # (or named under identities:).
+    access:
+      groups: [analysts, pipelines]
+      kinds: [agent]
+
+  - name: hr             # employees and their salaries
+    host: ${HOST}
+    port: ${postgresPort}
+    database: hr
+    user: ${APP_ROLE}
+    password: \${${PASSWORD_ENV}}
+    tls:
+      mode: verify-full
+      ca: ./ca.crt
+    labels: { env: demo }
+    # Analysts only: etl_nightly and support_bot are refused here.
+    access:
+      groups: [analysts]
+`;
+}
+
+function printInstructions(run: {
+  warden: WardenServer;
+  postgres: EmbeddedPostgres;
+  dir: string;
+  configFile: string;
+  secret: (identity: string) => string;
+}): void {
+  const { warden } = run;
+  const command = (identity: string, database: string, password = `'${run.secret(identity)}'`): string =>
+    `PGPASSWORD=${password} psql "host=${warden.host} port=${warden.port} dbname=${database} user=${identity} sslmode=require"`;
+
+  out('Warden demo is running.');
+  out();
+  out(
+    `  Warden      ${warden.host}:${warden.port}, TLS (certificate authority: ${path.join(run.dir, 'ca.crt')})`,
+  );
+  out(
+    `  PostgreSQL  ${run.postgres.host}:${run.postgres.port}, embedded; databases shop and hr; Warden logs in as ${APP_ROLE}`,
+  );
+  out(`  Config      ${run.configFile}`);
+  out();
+  out('Connect as each identity (the password is an API key made just now):');
+  for (const identity of IDENTITIES) {
+    const groups = identity.groups.length > 0 ? `, groups: ${identity.groups.join(', ')}` : '';
+    out();
+    out(`  # ${identity.name} (${identity.kind}${groups})`);
+    out(`  ${command(identity.name, 'shop')}`);
+  }
+  out();
+  out('What to try:');
+  out();
+  out('  1. As ana: SELECT current_user, full_name, email, card_number FROM customers LIMIT 3;');
+  out(
+    `     current_user is ${APP_ROLE}: you log in to Warden as ana, Warden logs in to PostgreSQL as its own role.`,
+  );
+  out('  2. A wrong password is refused with 28P01 (password authentication failed):');
+  out(`     ${command('ana', 'shop', 'wrong')}`);
+  out('  3. support_bot on hr is refused with 42501 by the access rule (hr is for analysts):');
+  out(`     ${command('support_bot', 'hr')}`);
+  out(
+    "  4. SELECT pg_sleep(30); then Ctrl-C in psql: psql's cancel goes to Warden with Warden's own cancel key,",
+  );
+  out('     and Warden cancels the query on PostgreSQL.');
+  out(
+    '  5. Coming next: masking of personal data, blocked statements and approvals. Today queries pass unchanged.',
+  );
+  if (!onPath('psql')) {
+    out();
+    out('  psql is not installed here: any PostgreSQL client works with the host, port, user, password and');
+    out('  database above; for psql install postgresql-client (Debian, Ubuntu) or libpq (Homebrew).');
+  }
+  out();
+  out('Press Ctrl-C to stop.');
+}
+
+function onPath(program: string): boolean {
+  const names = process.platform === 'win32' ? [`${program}.exe`, `${program}.cmd`] : [program];
+  return (process.env.PATH ?? '').split(path.delimiter).some((dir) =>
+    names.some((name) => {
+      try {
+        accessSync(path.join(dir || '.', name), constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    }),
+  );
+}
+
+function explain(error: unknown): string {
+  if (error instanceof DemoError || error instanceof StoreError) return error.message;
+  if (error instanceof EmbeddedPostgresError)
+    return `could not start the embedded PostgreSQL: ${error.message}`;
+  if (error instanceof ConfigError)
+    return `the demo config is invalid (a bug in the demo):\n${formatConfigError(error)}`;
+  if (error instanceof Error) return `${error.message}${process.env.WARDEN_DEBUG ? `\n${error.stack}` : ''}`;
+  return String(error);
+}

@@ -1,0 +1,193 @@
+/**
+ * `warden demo` end to end, as a person runs it: the real bin in a child
+ * process, the printed psql commands run by the real psql, then Ctrl-C.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const READY_TIMEOUT_MS = 90_000;
+
+interface PsqlResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function psql(
+  command: PrintedCommand,
+  sql: string,
+  overrides: Partial<PrintedCommand> = {},
+): Promise<PsqlResult> {
+  const { password, conninfo } = { ...command, ...overrides };
+  return new Promise((resolve) => {
+    const child = execFile(
+      'psql',
+      ['-X', '-w', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-c', sql, conninfo],
+      {
+        env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: '10' },
+        timeout: 30_000,
+      },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+    child.stdin?.end();
+  });
+}
+
+const hasPsql = await new Promise<boolean>((resolve) => {
+  execFile('psql', ['--version'], (error) => resolve(!error));
+});
+
+interface PrintedCommand {
+  readonly password: string;
+  readonly conninfo: string;
+}
+
+/** `PGPASSWORD='…' psql "…"` lines of the demo's output, by identity (the first one printed for each). */
+function printedCommands(stdout: string): Map<string, PrintedCommand> {
+  const commands = new Map<string, PrintedCommand>();
+  for (const match of stdout.matchAll(/PGPASSWORD='([^']+)' psql "([^"]+)"/g)) {
+    const conninfo = match[2]!;
+    const user = /\buser=(\S+)/.exec(conninfo)?.[1];
+    if (user && !commands.has(user)) commands.set(user, { password: match[1]!, conninfo });
+  }
+  return commands;
+}
+
+/** The SQLSTATE a login is refused with (psql prints only the message), checking Warden's certificate on the way. */
+async function loginError(
+  command: PrintedCommand,
+  caFile: string,
+  overrides: { password?: string; database?: string } = {},
+): Promise<string | undefined> {
+  const field = (name: string) => new RegExp(`\\b${name}=(\\S+)`).exec(command.conninfo)?.[1];
+  const client = new pg.Client({
+    host: field('host'),
+    port: Number(field('port')),
+    user: field('user'),
+    database: overrides.database ?? field('dbname'),
+    password: overrides.password ?? command.password,
+    ssl: { ca: readFileSync(caFile) },
+  });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    return undefined;
+  } catch (error) {
+    return (error as { code?: string }).code ?? String(error);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+describe('npm run demo', {
+  skip: hasPsql ? false : 'psql is not installed (Debian package postgresql-client)',
+  timeout: 120_000,
+}, () => {
+  let child: ChildProcess;
+  let stdout = '';
+  let stderr = '';
+  let exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  let commands: Map<string, PrintedCommand>;
+  let demoDir: string;
+
+  before(async () => {
+    child = spawn(process.execPath, ['bin/warden.js', 'demo', '--port', '0'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, CI: 'true' },
+    });
+    exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const ready = await Promise.race([
+      new Promise<boolean>((resolve) => {
+        const check = () => {
+          if (stdout.includes('Press Ctrl-C to stop.')) resolve(true);
+        };
+        child.stdout!.on('data', check);
+        check();
+      }),
+      exited.then(() => false),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), READY_TIMEOUT_MS).unref()),
+    ]);
+    assert.ok(ready, `the demo did not become ready.\nstdout:\n${stdout}\nstderr:\n${stderr}`);
+    commands = printedCommands(stdout);
+    const config = /^\s*Config\s+(\S+)$/m.exec(stdout)?.[1];
+    assert.ok(config, `no config path in:\n${stdout}`);
+    demoDir = path.dirname(config);
+  });
+
+  after(() => {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+
+  it('prints a ready-to-paste psql command for each identity, with a real port and API key', () => {
+    assert.deepEqual([...commands.keys()].sort(), ['ana', 'etl_nightly', 'support_bot']);
+    const ana = commands.get('ana')!;
+    assert.match(ana.password, /^wdn_/);
+    assert.match(ana.conninfo, /^host=127\.0\.0\.1 port=[1-9]\d* dbname=shop user=ana sslmode=require$/);
+    const yaml = readFileSync(path.join(demoDir, 'warden.yaml'), 'utf8');
+    assert.match(yaml, /password: \$\{WARDEN_DEMO_DB_PASSWORD\}/);
+    assert.doesNotMatch(yaml, /wdn_/);
+    assert.ok(existsSync(path.join(demoDir, 'ca.crt')));
+    assert.match(stdout, /What to try:/);
+    assert.match(stdout, /Coming next:/);
+  });
+
+  it('lets ana read the shop customers, as warden_app upstream', async () => {
+    const ana = commands.get('ana')!;
+    const count = await psql(ana, 'SELECT count(*) FROM customers');
+    assert.equal(count.code, 0, count.stderr);
+    assert.equal(count.stdout.trim(), '200');
+    const who = await psql(ana, 'SELECT current_user');
+    assert.equal(who.code, 0, who.stderr);
+    assert.equal(who.stdout.trim(), 'warden_app');
+  });
+
+  it('refuses a wrong password with 28P01', async () => {
+    const wrong = await psql(commands.get('ana')!, 'SELECT 1', { password: 'wrong' });
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.stderr, /password authentication failed for identity "ana"/);
+    assert.equal(
+      await loginError(commands.get('ana')!, path.join(demoDir, 'ca.crt'), { password: 'wrong' }),
+      '28P01',
+    );
+  });
+
+  it('refuses support_bot on hr by the access rule', async () => {
+    const bot = commands.get('support_bot')!;
+    const refused = await psql(bot, 'SELECT 1', {
+      conninfo: bot.conninfo.replace('dbname=shop', 'dbname=hr'),
+    });
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /identity "support_bot" may not connect to target "hr"/);
+    assert.equal(await loginError(bot, path.join(demoDir, 'ca.crt'), { database: 'hr' }), '42501');
+    assert.equal(await loginError(bot, path.join(demoDir, 'ca.crt')), undefined, 'verify-full with ca.crt');
+    // The same key still opens shop: the refusal is the access rule, not the login.
+    const allowed = await psql(bot, 'SELECT count(*) FROM orders');
+    assert.equal(allowed.code, 0, allowed.stderr);
+    assert.equal(allowed.stdout.trim(), '1000');
+  });
+
+  it('stops on SIGINT with exit code 0 and removes its folder', async () => {
+    child.kill('SIGINT');
+    const { code, signal } = await exited;
+    assert.equal(signal, null, `killed by ${signal}\nstderr:\n${stderr}`);
+    assert.equal(code, 0, `stderr:\n${stderr}`);
+    assert.ok(!existsSync(demoDir), `${demoDir} is still there`);
+    assert.match(stdout, /Stopped\./);
+  });
+});
