@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   createTestDatabase,
@@ -90,5 +94,28 @@ describe('psql through Warden (simple protocol)', {
     );
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, 'reporting\npg_catalog\n1234ms\n');
+  });
+
+  it('passes FunctionCall messages (large objects through the fastpath interface) and their results', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'warden-lo-'));
+    try {
+      const original = join(dir, 'original.bin');
+      const exported = join(dir, 'exported.bin');
+      writeFileSync(original, randomBytes(300_000));
+      const imported = await psql(warden.conninfo('etl'), ['-c', `\\lo_import ${original}`]);
+      assert.equal(imported.code, 0, imported.stderr);
+      const oid = imported.stdout.match(/lo_import (\d+)/)?.[1];
+      assert.ok(oid, imported.stdout);
+      const done = await psql(warden.conninfo('etl'), [
+        '-c',
+        `\\lo_export ${oid} ${exported}`,
+        '-c',
+        `\\lo_unlink ${oid}`,
+      ]);
+      assert.equal(done.code, 0, done.stderr);
+      assert.deepEqual(readFileSync(exported), readFileSync(original));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
