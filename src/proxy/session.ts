@@ -64,6 +64,9 @@ export class Session {
   private framing = false;
   private readonly serverFramer = new Framer(MAX_SERVER_MESSAGE);
   private closed = false;
+  /** Reading paused on one side until the other side's write buffer drains (one listener each). */
+  private clientHeld = false;
+  private serverHeld = false;
   // The run of allowed frames not yet written upstream (a slice of one buffer).
   private runBuffer: Buffer | null = null;
   private runStart = 0;
@@ -263,10 +266,14 @@ export class Session {
       this.runStart === 0 && this.runEnd === buffer.length
         ? buffer
         : buffer.subarray(this.runStart, this.runEnd);
-    if (!this.upstream.socket.write(slice)) {
+    if (!this.upstream.socket.write(slice) && !this.clientHeld) {
       // Backpressure: stop reading the client until the server side drains.
+      this.clientHeld = true;
       this.client.pause();
-      this.upstream.socket.once('drain', () => this.client.resume());
+      this.upstream.socket.once('drain', () => {
+        this.clientHeld = false;
+        this.client.resume();
+      });
     }
   }
 
@@ -373,10 +380,14 @@ export class Session {
 
   private writeClient(bytes: Buffer): void {
     if (this.closed || bytes.length === 0) return;
-    if (!this.client.write(bytes)) {
+    if (!this.client.write(bytes) && !this.serverHeld) {
       // Backpressure: a slow client slows the server read.
+      this.serverHeld = true;
       this.upstream.socket.pause();
-      this.client.once('drain', () => this.upstream.socket.resume());
+      this.client.once('drain', () => {
+        this.serverHeld = false;
+        this.upstream.socket.resume();
+      });
     }
   }
 

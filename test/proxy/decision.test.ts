@@ -204,4 +204,22 @@ describe('the decision point', { timeout: 120_000 }, () => {
     assert.deepEqual(values[3], ['D1', 'D2', 'D3']);
     assert.ok(groups.every((messages) => messages.at(-1)?.type === 'ReadyForQuery'));
   });
+
+  it('ends the connection with the denial when an extended-protocol statement is refused (interim, fail closed)', async () => {
+    // Until the policy work brings server-side recovery (fail the server's transaction, discard until Sync),
+    // a refused Parse/Bind/Execute ends the session rather than risk committing what came before it.
+    const client = new pg.Client(warden.pgConfig('etl'));
+    client.on('error', () => {});
+    await client.connect();
+    await client.query('CREATE TABLE extended_probe (note text)');
+    await assert.rejects(client.query('INSERT INTO extended_probe VALUES ($1) -- forbidden', ['x']), {
+      code: '42501',
+      message: 'forbidden by the test rule',
+    });
+    await client.end().catch(() => {});
+    const check = new pg.Client(warden.pgConfig('etl'));
+    await check.connect();
+    assert.equal((await check.query('SELECT count(*)::int AS n FROM extended_probe')).rows[0].n, 0);
+    await check.end();
+  });
 });
