@@ -25,6 +25,15 @@ export async function startCommand(file: string): Promise<void> {
     (next: WardenConfig) => {
       server.reload(next);
       out(`config reloaded from ${file}`);
+      for (const warning of next.warnings) err(`warning: ${warning}`);
+      // The socket is already bound: a new address or data folder applies only after a restart.
+      if (next.listen.host !== config.listen.host || next.listen.port !== config.listen.port) {
+        err(
+          `warning: listen address changed to ${next.listen.host}:${next.listen.port}; restart Warden to apply it`,
+        );
+      }
+      if (next.dataDir !== config.dataDir)
+        err(`warning: dataDir changed to ${next.dataDir}; restart Warden to apply it`);
     },
     (error) => err(`config change refused, still serving the previous config:\n${formatConfigError(error)}`),
   );
