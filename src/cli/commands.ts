@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import {
   formatConfigError,
   loadConfig,
@@ -7,6 +8,7 @@ import {
 } from '../config/index.ts';
 import { createApiKey, listApiKeys, revokeApiKey } from '../identity/keys.ts';
 import { startServer } from '../proxy/server.ts';
+import { currentWorkerId, runPrimary, workerChannel } from '../proxy/workers.ts';
 import { openStore } from '../store/store.ts';
 import { UsageError } from './errors.ts';
 
@@ -15,16 +17,28 @@ const err = (text: string) => process.stderr.write(`${text}\n`);
 
 export async function startCommand(file: string): Promise<void> {
   const config = await loadConfig(file);
-  for (const warning of config.warnings) err(`warning: ${warning}`);
-  const server = await startServer(config);
-  out(
-    `warden listening on ${server.host}:${server.port} (${config.listen.tls ? 'TLS available' : 'no TLS'})`,
-  );
+  if (cluster.isPrimary && config.listen.workers > 1) {
+    for (const warning of config.warnings) err(`warning: ${warning}`);
+    await runPrimary(config.listen.workers, { out, err });
+    return;
+  }
+  const workerId = currentWorkerId();
+  if (workerId === 0) for (const warning of config.warnings) err(`warning: ${warning}`);
+  const channel = workerId === 0 ? undefined : workerChannel();
+  const server = await startServer(config, { workerId, routeCancel: channel?.routeCancel });
+  if (channel) {
+    channel.onCancel((processId, secret) => server.cancel(processId, secret));
+    channel.ready(server.host, server.port);
+  } else {
+    out(
+      `warden listening on ${server.host}:${server.port} (${config.listen.tls ? 'TLS available' : 'no TLS'})`,
+    );
+  }
   const watcher = watchConfig(
     file,
     (next: WardenConfig) => {
       server.reload(next);
-      out(`config reloaded from ${file}`);
+      out(`config reloaded from ${file}${workerId === 0 ? '' : ` (worker ${workerId})`}`);
       for (const warning of next.warnings) err(`warning: ${warning}`);
       // The socket is already bound: a new address or data folder applies only after a restart.
       if (next.listen.host !== config.listen.host || next.listen.port !== config.listen.port) {
@@ -44,7 +58,9 @@ export async function startCommand(file: string): Promise<void> {
   });
   watcher.close();
   await server.close();
-  out('warden stopped');
+  if (workerId === 0) out('warden stopped');
+  // A worker's IPC channel would keep it alive.
+  else process.disconnect?.();
 }
 
 export async function checkConfigCommand(file: string): Promise<void> {

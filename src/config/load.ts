@@ -255,6 +255,7 @@ function build(validated: Validated, files: ReadonlyMap<string, Buffer>): Warden
         listen.tls === undefined ? undefined : { cert: fileAt(listen.tls.cert), key: fileAt(listen.tls.key) },
       requireTls: listen.requireTls,
       maxMessageSize: listen.maxMessageSize,
+      workers: listen.workers,
     },
     dataDir: path.resolve(dir, parsed.dataDir ?? '.warden'),
     auth: {

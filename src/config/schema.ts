@@ -130,6 +130,12 @@ const listenSchema = mapping(
     ).optional(),
     requireTls: oneOf(['always', 'remote', 'never']).default('remote'),
     maxMessageSize: size.default(64 * KIB ** 2),
+    // Processes (node:cluster) sharing the port; cancel keys name the one that owns a session.
+    workers: documented(z.number().int().min(1).max(64), {
+      expected: 'a number of worker processes (1-64)',
+      fix: 'write a number such as 2 (at most one per core helps)',
+      example: '2',
+    }).default(1),
   },
   'port: 6543',
 );

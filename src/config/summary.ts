@@ -9,7 +9,7 @@ export function redactedSummary(config: WardenConfig): string {
   const { listen, auth, identities, targets, warnings } = config;
   const lines = [
     `config: ${config.file}`,
-    `listen: ${listen.host}:${listen.port}, tls ${listen.tls === undefined ? 'off' : 'on'}, requireTls ${listen.requireTls}, maxMessageSize ${formatSize(listen.maxMessageSize)}`,
+    `listen: ${listen.host}:${listen.port}, tls ${listen.tls === undefined ? 'off' : 'on'}, requireTls ${listen.requireTls}, maxMessageSize ${formatSize(listen.maxMessageSize)}, workers ${listen.workers}`,
     `dataDir: ${config.dataDir}`,
     `auth: ${auth.method}, cleartext ${auth.cleartext}, backoff ${auth.backoff.baseMs}-${auth.backoff.maxMs} ms within ${auth.backoff.windowMs / 1000} s`,
     `identities (${identities.length}):`,

@@ -48,6 +48,7 @@ export interface WardenConfig {
     readonly tls: { readonly cert: Buffer; readonly key: Buffer } | undefined;
     readonly requireTls: ParsedListen['requireTls'];
     readonly maxMessageSize: number;
+    readonly workers: number;
   };
   /** Absolute. */
   readonly dataDir: string;

@@ -24,7 +24,7 @@ import {
   writeNegotiateProtocolVersion,
 } from '../protocol/postgres/startup.ts';
 import { Writer } from '../protocol/postgres/writer.ts';
-import type { CancelRegistry } from './cancel.ts';
+import { CancelRegistry } from './cancel.ts';
 import { FrameReader } from './frames.ts';
 import { type ErrorDetails, errorResponse } from './replies.ts';
 import { Session } from './session.ts';
@@ -39,6 +39,8 @@ export interface ListenerContext {
   readonly authenticator: Authenticator;
   readonly backoff: LoginBackoff;
   readonly cancels: CancelRegistry<Session>;
+  /** Hands a cancel key issued by another worker to that worker (only when running as one of several). */
+  readonly routeCancel?: (processId: number, secret: Buffer) => void;
   readonly decide: Decide;
   readonly sessions: Set<Session>;
   nextSessionId(): number;
@@ -80,6 +82,12 @@ export async function serveClient(raw: net.Socket, context: ListenerContext): Pr
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Cancels what the session owning this key runs now; a key that matches nothing does nothing. */
+export function cancelSession(context: ListenerContext, processId: number, secret: Buffer): void {
+  const session = context.cancels.find(processId, secret);
+  session?.cancel((key) => cancelUpstream(session.info.target, key));
 }
 
 function refusalDetails(error: unknown): ErrorDetails | undefined {
@@ -134,8 +142,11 @@ async function negotiateAndLogin(
     startup = parseStartupFamily(frame.body);
     if (startup.type === 'StartupMessage') break;
     if (startup.type === 'CancelRequest') {
-      const session = context.cancels.find(startup.processId, startup.secretKey);
-      session?.cancel((key) => cancelUpstream(session.info.target, key));
+      // PostgreSQL answers a cancel request with nothing but closing the connection.
+      const owner = CancelRegistry.workerOf(startup.processId);
+      if (owner !== context.cancels.workerId && context.routeCancel)
+        context.routeCancel(startup.processId, startup.secretKey);
+      else cancelSession(context, startup.processId, startup.secretKey);
       socket.end();
       throw new Error('cancel request handled');
     }

@@ -12,13 +12,15 @@ import { allowAll, type Decide } from '../policy/decision.ts';
 import { certificateDer, serverEndPoint } from '../protocol/postgres/scram.ts';
 import { openStore, type Store } from '../store/store.ts';
 import { CancelRegistry } from './cancel.ts';
-import { type ListenerContext, serveClient } from './client.ts';
+import { cancelSession, type ListenerContext, serveClient } from './client.ts';
 import type { Session } from './session.ts';
 
 export interface WardenServer {
   readonly host: string;
   readonly port: number;
   readonly sessions: ReadonlySet<Session>;
+  /** Cancels the session owning a key (a CancelRequest routed here from another worker). */
+  cancel(processId: number, secret: Buffer): void;
   /** Applies a new config to new connections; live sessions keep theirs. */
   reload(config: WardenConfig): void;
   /** Stops listening and ends every session with a FATAL 57P01. */
@@ -30,6 +32,10 @@ export interface ServerOptions {
   readonly authenticator?: Authenticator;
   /** An already open store (else one is opened in config.dataDir). */
   readonly store?: Store;
+  /** This process's worker id (1..), when several share the port; 0 alone. */
+  readonly workerId?: number;
+  /** Where cancel keys of other workers go. */
+  readonly routeCancel?: (processId: number, secret: Buffer) => void;
 }
 
 export async function startServer(initial: WardenConfig, options: ServerOptions = {}): Promise<WardenServer> {
@@ -44,7 +50,8 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     tls: () => tlsSetup,
     authenticator: options.authenticator ?? new ApiKeyAuthenticator(store),
     backoff: new LoginBackoff(config.auth.backoff),
-    cancels: new CancelRegistry<Session>(),
+    cancels: new CancelRegistry<Session>(options.workerId ?? 0),
+    routeCancel: options.routeCancel,
     decide: options.decide ?? allowAll,
     sessions,
     nextSessionId: () => ++sessionIds,
@@ -68,6 +75,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     host: address.address,
     port: address.port,
     sessions,
+    cancel: (processId, secret) => cancelSession(context, processId, secret),
     reload(next) {
       const nextTls = tlsFor(next);
       config = next;

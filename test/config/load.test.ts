@@ -71,6 +71,7 @@ describe('loading a config', () => {
           tls: { cert: Buffer.from(server.cert), key: Buffer.from(server.key) },
           requireTls: 'always',
           maxMessageSize: 16 * 1024 * 1024,
+          workers: 1,
         },
         dataDir: path.join(dir, 'data'),
         auth: {
@@ -130,6 +131,7 @@ describe('loading a config', () => {
       tls: undefined,
       requireTls: 'remote',
       maxMessageSize: 64 * 1024 * 1024,
+      workers: 1,
     });
     assert.equal(config.dataDir, '/etc/warden/.warden');
     assert.deepEqual(config.auth, {

@@ -36,7 +36,7 @@ describe('redactedSummary', () => {
         redactedSummary(config),
         [
           'config: /srv/warden.yaml',
-          'listen: 0.0.0.0:7000, tls off, requireTls remote, maxMessageSize 8MB',
+          'listen: 0.0.0.0:7000, tls off, requireTls remote, maxMessageSize 8MB, workers 1',
           'dataDir: /srv/.warden',
           'auth: scram, cleartext tls-or-loopback, backoff 250-5000 ms within 300 s',
           'identities (2):',
