@@ -14,7 +14,7 @@ import type { Endpoint } from './run-pgbench.ts';
 
 const run = promisify(execFile);
 
-export const PATH_NAMES = ['direct', 'warden', 'pgbouncer', 'relay'] as const;
+export const PATH_NAMES = ['direct', 'warden', 'warden-2w', 'pgbouncer', 'relay'] as const;
 export type PathName = (typeof PATH_NAMES)[number];
 
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -60,7 +60,8 @@ export function directPath(upstream: Upstream): BenchPath {
   };
 }
 
-export async function startWarden(upstream: Upstream): Promise<BenchPath> {
+/** Warden as `warden start`; `workers` > 1 runs that many processes behind the port (listen.workers). */
+export async function startWarden(upstream: Upstream, workers = 1): Promise<BenchPath> {
   const folder = temporaryFolder('warden-bench-');
   const port = await freePort();
   const file = path.join(folder, 'warden.yaml');
@@ -70,6 +71,7 @@ export async function startWarden(upstream: Upstream): Promise<BenchPath> {
       'listen:',
       '  host: 127.0.0.1',
       `  port: ${port}`,
+      `  workers: ${workers}`,
       'dataDir: ./data',
       'identities:',
       '  - name: bench',
@@ -105,7 +107,7 @@ export async function startWarden(upstream: Upstream): Promise<BenchPath> {
   });
   await child.waitForLine(/listening/, STARTUP_TIMEOUT_MS);
   return {
-    name: 'warden',
+    name: workers > 1 ? 'warden-2w' : 'warden',
     endpoint: { host: '127.0.0.1', port, user: 'bench', database: upstream.database, password: key },
     child,
     notes: [],

@@ -11,7 +11,7 @@
  *   --seconds BENCH_SECONDS  10   pgbench -T of each run
  *   --scale   BENCH_SCALE    10   pgbench -i -s
  *   --warmup  BENCH_WARMUP   2    seconds of unmeasured pgbench per path before round 1 (0: none)
- *   --paths   BENCH_PATHS    direct,warden,pgbouncer,relay
+ *   --paths   BENCH_PATHS    direct,warden,warden-2w,pgbouncer,relay
  *
  * It creates the database warden_bench_<pid> on 127.0.0.1:5432 (user postgres)
  * and drops it at the end, also after an error or Ctrl-C.
@@ -95,7 +95,7 @@ function settings(): Settings {
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run bench -- [--rounds N] [--seconds N] [--scale N] [--warmup N] [--paths direct,warden,pgbouncer,relay]\n' +
+      'usage: npm run bench -- [--rounds N] [--seconds N] [--scale N] [--warmup N] [--paths direct,warden,warden-2w,pgbouncer,relay]\n' +
         'environment: BENCH_ROUNDS, BENCH_SECONDS, BENCH_SCALE, BENCH_WARMUP, BENCH_PATHS\n',
     );
     process.exit(0);
@@ -228,6 +228,8 @@ async function startPath(name: PathName): Promise<BenchPath> {
       return directPath(upstream);
     case 'warden':
       return startWarden(upstream);
+    case 'warden-2w':
+      return startWarden(upstream, 2);
     case 'pgbouncer':
       return startPgbouncer(upstream, MAX_CLIENTS, 'transaction');
     case 'relay':

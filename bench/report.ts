@@ -113,8 +113,9 @@ export function summaryLine(report: WorkloadReport): string {
   const ratio = (name: PathName) => fixed(report.summary[name]?.ratioToDirect, 2);
   const cpu = (name: PathName) => fixed(report.summary[name]?.cpuUsPerTx, 1);
   return (
-    `${report.title.padEnd(34)} warden/direct ${ratio('warden')}  pgbouncer/direct ${ratio('pgbouncer')}  ` +
-    `relay/direct ${ratio('relay')}  warden CPU ${cpu('warden')} µs/tx vs pgbouncer ${cpu('pgbouncer')} µs/tx`
+    `${report.title.padEnd(34)} warden/direct ${ratio('warden')}  warden-2w/direct ${ratio('warden-2w')}  ` +
+    `pgbouncer/direct ${ratio('pgbouncer')}  relay/direct ${ratio('relay')}  ` +
+    `warden CPU ${cpu('warden')} µs/tx (2 workers ${cpu('warden-2w')}) vs pgbouncer ${cpu('pgbouncer')} µs/tx`
   );
 }
 
