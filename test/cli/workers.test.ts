@@ -6,7 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { createTestDatabase, findTestServer, type TestDatabase, type TestServer } from '../fixtures/postgres.ts';
+import {
+  createTestDatabase,
+  findTestServer,
+  type TestDatabase,
+  type TestServer,
+} from '../fixtures/postgres.ts';
 import { run } from '../proxy/support.ts';
 
 function freePort(): Promise<number> {
@@ -47,11 +52,18 @@ describe('several workers behind one port', { timeout: 120_000 }, () => {
   let output = '';
 
   const waitForOutput = async (pattern: RegExp, what: string) => {
-    for (let i = 0; i < 400 && !pattern.test(output); i++) await new Promise((resolve) => setTimeout(resolve, 25));
+    for (let i = 0; i < 400 && !pattern.test(output); i++)
+      await new Promise((resolve) => setTimeout(resolve, 25));
     assert.match(output, pattern, `waiting for ${what}`);
   };
   const connect = async () => {
-    const client = new pg.Client({ host: '127.0.0.1', port, user: 'etl', password: key, database: database.name });
+    const client = new pg.Client({
+      host: '127.0.0.1',
+      port,
+      user: 'etl',
+      password: key,
+      database: database.name,
+    });
     client.on('error', () => {});
     await client.connect();
     return client;
@@ -73,8 +85,12 @@ targets:
   - { name: ${database.name}, host: ${upstream.host}, port: ${upstream.port}, user: ${upstream.user}, tls: { mode: disable }, access: { identities: [etl] } }
 `,
     );
-    key = (await run(process.execPath, ['bin/warden.js', 'key', 'create', '--identity', 'etl', '--config', file])).stdout.trim();
-    primary = spawn(process.execPath, ['bin/warden.js', 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    key = (
+      await run(process.execPath, ['bin/warden.js', 'key', 'create', '--identity', 'etl', '--config', file])
+    ).stdout.trim();
+    primary = spawn(process.execPath, ['bin/warden.js', 'start', '--config', file], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     primary.stdout!.on('data', (chunk) => {
       output += chunk;
     });
@@ -102,7 +118,9 @@ targets:
     for (const client of clients) await sendCancel(port, keyOf(client).processID, keyOf(client).secretKey);
     const results = await settled;
     assert.deepEqual(
-      results.map((result) => (result.status === 'rejected' ? (result.reason as { code?: string }).code : 'completed')),
+      results.map((result) =>
+        result.status === 'rejected' ? (result.reason as { code?: string }).code : 'completed',
+      ),
       clients.map(() => '57014'),
     );
     await Promise.all(clients.map((client) => client.end()));
