@@ -64,6 +64,8 @@ export interface StatementAnalysis {
   readonly functions: readonly string[];
   /** For UPDATE/DELETE: a WHERE clause that is not constant-true. */
   readonly hasWhere: boolean;
+  /** Some UPDATE or DELETE in this statement (top level, CTE, PREPARE, EXPLAIN ANALYZE) lacks a real WHERE. */
+  readonly unboundedWrite: boolean;
   readonly hasLimit: boolean;
   readonly hazards: readonly Hazard[];
   /** SQL-level PREPARE: the name and what it will run. */
@@ -180,6 +182,7 @@ function emptyStatement(text: string): StatementAnalysis {
     columns: { select: [], where: [], join: [], groupBy: [], having: [], orderBy: [], returning: [] },
     functions: [],
     hasWhere: false,
+    unboundedWrite: false,
     hasLimit: false,
     hazards: [],
   };
@@ -201,6 +204,7 @@ class Findings {
     returning: [] as string[],
   };
   hasWrite = false;
+  unboundedWrite = false;
 
   table(schema: string | undefined, name: string, access: 'read' | 'write'): void {
     if (!this.tables.some((t) => t.schema === schema && t.name === name && t.access === access)) {
@@ -241,6 +245,8 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
   let prepares: StatementAnalysis['prepares'];
   let executes: string | undefined;
   let setting: string | undefined;
+  // A plain EXPLAIN runs nothing: what it explains is not counted.
+  let unboundedWrite = command === 'ExplainStmt' ? false : found.unboundedWrite;
 
   if (command === 'SelectStmt' && body.intoClause) {
     hazards.add('select-into');
@@ -270,6 +276,8 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
     if (analyze) {
       // EXPLAIN ANALYZE executes the statement: it is what it explains.
       kind = inner.kind;
+      unboundedWrite = inner.unboundedWrite;
+      for (const innerHazard of inner.hazards) hazards.add(innerHazard);
       if (inner.kind === 'write' || inner.kind === 'ddl') hazards.add('explain-analyze-write');
     }
   }
@@ -277,6 +285,7 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
     const statement = analyseStatement(body.query as Node, text);
     prepares = { name: String(body.name), statement };
     kind = statement.kind;
+    unboundedWrite = statement.unboundedWrite;
     for (const hazard of statement.hazards) hazards.add(hazard);
   }
   if (command === 'ExecuteStmt') executes = String(body.name);
@@ -293,6 +302,7 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
     columns: found.columns,
     functions,
     hasWhere: hasRealWhere(command, body),
+    unboundedWrite,
     hasLimit: Boolean(body.limitCount),
     hazards: [...hazards],
     ...(prepares ? { prepares } : {}),
@@ -432,6 +442,8 @@ function walk(value: unknown, found: Findings, access: 'read' | 'write', clause:
     case 'DeleteStmt':
     case 'MergeStmt':
       found.hasWrite = true;
+      if ((type === 'UpdateStmt' || type === 'DeleteStmt') && !hasRealWhere(type, body))
+        found.unboundedWrite = true;
       walk(body.withClause, found, 'read', undefined);
       walk(body.relation, found, 'write', undefined);
       walk(body.selectStmt, found, 'read', undefined);

@@ -193,6 +193,26 @@ describe('WHERE and LIMIT', () => {
     }
   });
 
+  it('finds an unbounded UPDATE or DELETE wherever it hides, but not in a plain EXPLAIN', () => {
+    for (const sql of [
+      'DELETE FROM t',
+      'WITH gone AS (DELETE FROM t RETURNING id) SELECT count(*) FROM gone',
+      'PREPARE wipe AS UPDATE t SET a = 1',
+      'EXPLAIN ANALYZE DELETE FROM t WHERE true',
+      'INSERT INTO log WITH x AS (UPDATE t SET a = 1 RETURNING *) SELECT * FROM x',
+    ]) {
+      assert.equal(one(sql).unboundedWrite, true, sql);
+    }
+    for (const sql of [
+      'DELETE FROM t WHERE id = 1',
+      'EXPLAIN DELETE FROM t',
+      'SELECT 1',
+      'INSERT INTO t VALUES (1)',
+    ]) {
+      assert.equal(one(sql).unboundedWrite, false, sql);
+    }
+  });
+
   it('reports LIMIT', () => {
     assert.equal(one('SELECT * FROM t LIMIT 10').hasLimit, true);
     assert.equal(one('SELECT * FROM t').hasLimit, false);

@@ -1,0 +1,357 @@
+/**
+ * Policy rules and their evaluation. Pure: statements come in analysed,
+ * identities and targets as config; a Verdict comes out listing every rule
+ * that matched and why. Nothing here knows bytes or sockets.
+ *
+ * Order (documented for policy authors, and deterministic):
+ * 1. Built-in guardrails, then the rules in file order, are all checked; a
+ *    rule matches a batch when it matches any statement in it.
+ * 2. The strongest action among the matches wins: deny > review > mask and
+ *    limit > allow. The first matching rule with that action gives the message.
+ * 3. With no match at all, the default for the identity's kind applies
+ *    (agents: deny unless a rule allows).
+ */
+import type { IdentityConfig, IdentityKind, TargetConfig } from '../config/index.ts';
+import type { Hazard, StatementAnalysis, StatementKind } from '../sql/analysis.ts';
+import { isOpaque } from '../sql/functions.ts';
+
+export type Action = 'allow' | 'deny' | 'review' | 'mask' | 'limit';
+
+export interface Match {
+  readonly identities?: readonly string[];
+  readonly groups?: readonly string[];
+  readonly identityKinds?: readonly IdentityKind[];
+  readonly targets?: readonly string[];
+  /** Every label given must equal the target's. */
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly statementKinds?: readonly StatementKind[];
+  /** Globs over schema.table; a pattern without a dot matches the table name in any schema. */
+  readonly tables?: readonly string[];
+  /** With tables: only reads or only writes of them. */
+  readonly access?: 'read' | 'write';
+  /** Globs over column references as written (email, c.email). */
+  readonly columns?: readonly string[];
+  /** Globs over function names. */
+  readonly functions?: readonly string[];
+  readonly hasWhere?: boolean;
+  /** A regular expression over the statement text: a last resort. */
+  readonly sql?: string;
+  /** Globs over application_name. */
+  readonly applicationNames?: readonly string[];
+  /** sqlcommenter tags in the statement's comments: /* pipeline='nightly_etl' *\/ */
+  readonly tags?: Readonly<Record<string, string>>;
+  /** Days (0 = Sunday) and an HH:MM window in UTC; from > to wraps midnight. */
+  readonly time?: { readonly days?: readonly number[]; readonly from?: string; readonly to?: string };
+}
+
+export interface Rule {
+  readonly name: string;
+  readonly match: Match;
+  readonly action: Action;
+  readonly message?: string;
+  /** For limit: the most rows a statement may return. */
+  readonly maxRows?: number;
+  /** For limit: a statement timeout. */
+  readonly statementTimeoutMs?: number;
+}
+
+export type GuardrailName =
+  | 'write-without-where'
+  | 'destructive-ddl'
+  | 'role-management'
+  | 'copy-program-or-server-file'
+  | 'dangerous-functions'
+  | 'opaque-functions'
+  | 'alter-system'
+  | 'set-role';
+
+export interface Policy {
+  readonly rules: readonly Rule[];
+  /** Each built-in guardrail's action; 'allow' turns one off. All are 'deny' unless set. */
+  readonly guardrails?: Partial<Record<GuardrailName, 'deny' | 'review' | 'allow'>>;
+  /** Functions with hidden effects that may be called anyway (globs). */
+  readonly allowedFunctions?: readonly string[];
+  /** What happens when no rule matches, by identity kind. */
+  readonly defaults?: Partial<Record<IdentityKind, 'allow' | 'deny'>>;
+}
+
+export interface PolicyInput {
+  readonly identity: IdentityConfig;
+  readonly target: TargetConfig;
+  readonly applicationName: string;
+  readonly statements: readonly StatementAnalysis[];
+  readonly now: Date;
+}
+
+export interface MatchedRule {
+  readonly rule: string;
+  readonly action: Action;
+  /** Why it matched, for people: the statement and the conditions that held. */
+  readonly reason: string;
+  readonly message?: string;
+}
+
+export interface Verdict {
+  readonly action: Action;
+  /** The rule that decided (undefined when the default did). */
+  readonly rule: string | undefined;
+  readonly message: string;
+  readonly matched: readonly MatchedRule[];
+  readonly limits: { readonly maxRows?: number; readonly statementTimeoutMs?: number };
+}
+
+const STRENGTH: Record<Action, number> = { allow: 0, limit: 1, mask: 1, review: 2, deny: 3 };
+const DEFAULTS: Record<IdentityKind, 'allow' | 'deny'> = { human: 'allow', service: 'allow', agent: 'deny' };
+
+interface Guardrail {
+  readonly name: GuardrailName;
+  readonly message: string;
+  applies(statement: StatementAnalysis, policy: Policy): string | undefined;
+}
+
+const hazard = (statement: StatementAnalysis, ...names: Hazard[]) =>
+  names.find((name) => statement.hazards.includes(name));
+
+/** The built-in pack: each returns the reason it applies, or undefined. */
+export const GUARDRAILS: readonly Guardrail[] = [
+  {
+    name: 'write-without-where',
+    message: 'UPDATE or DELETE without a WHERE clause (or with one that is always true) is refused',
+    applies: (s) => (s.unboundedWrite ? 'UPDATE or DELETE without a real WHERE' : undefined),
+  },
+  {
+    name: 'destructive-ddl',
+    message: 'DROP, TRUNCATE and ALTER of existing objects are refused',
+    applies: (s) =>
+      s.command === 'DropStmt' ||
+      s.command === 'TruncateStmt' ||
+      s.command === 'RenameStmt' ||
+      (/^Alter.*Stmt$/.test(s.command) && s.command !== 'AlterSystemStmt' && s.kind === 'ddl')
+        ? s.command
+        : undefined,
+  },
+  {
+    name: 'role-management',
+    message: 'GRANT, REVOKE and role changes are refused',
+    applies: (s) => (s.kind === 'dcl' ? s.command : undefined),
+  },
+  {
+    name: 'copy-program-or-server-file',
+    message: 'COPY to or from a program or a file on the server is refused',
+    applies: (s) => hazard(s, 'copy-program', 'copy-server-file'),
+  },
+  {
+    name: 'dangerous-functions',
+    message: 'functions that reach files, other servers, other sessions or settings are refused',
+    applies: (s) => (hazard(s, 'dangerous-function') ? s.functions.join(', ') : undefined),
+  },
+  {
+    name: 'opaque-functions',
+    message:
+      'functions and code blocks whose effect cannot be seen from the call are refused unless allowed by name',
+    applies: (s, policy) => {
+      if (hazard(s, 'do-block')) return 'DO block';
+      const hidden = s.functions.filter(
+        (name) => isOpaque(name) && !(policy.allowedFunctions ?? []).some((g) => glob(g, name)),
+      );
+      return hidden.length > 0 ? hidden.join(', ') : undefined;
+    },
+  },
+  {
+    name: 'alter-system',
+    message: 'ALTER SYSTEM and LOAD change the server itself and are refused',
+    applies: (s) => hazard(s, 'alter-system', 'load-library'),
+  },
+  {
+    name: 'set-role',
+    message:
+      'SET ROLE and SET SESSION AUTHORIZATION would change who Warden is on the server and are refused',
+    applies: (s) => hazard(s, 'set-role', 'set-session-authorization'),
+  },
+];
+
+export function evaluate(policy: Policy, input: PolicyInput): Verdict {
+  const matched: MatchedRule[] = [];
+  const limits: { maxRows?: number; statementTimeoutMs?: number } = {};
+  for (const guardrail of GUARDRAILS) {
+    const action = policy.guardrails?.[guardrail.name] ?? 'deny';
+    if (action === 'allow') continue;
+    for (const statement of input.statements) {
+      const reason = guardrail.applies(statement, policy);
+      if (reason === undefined) continue;
+      matched.push({
+        rule: `guardrail:${guardrail.name}`,
+        action,
+        reason: `${reason}: ${clip(statement.text)}`,
+        message: guardrail.message,
+      });
+      break;
+    }
+  }
+  for (const rule of policy.rules) {
+    for (const statement of input.statements) {
+      const reason = matches(rule.match, statement, input);
+      if (reason === undefined) continue;
+      matched.push({ rule: rule.name, action: rule.action, reason, message: rule.message });
+      if (rule.action === 'limit') {
+        if (rule.maxRows !== undefined) limits.maxRows = Math.min(limits.maxRows ?? Infinity, rule.maxRows);
+        if (rule.statementTimeoutMs !== undefined) {
+          limits.statementTimeoutMs = Math.min(
+            limits.statementTimeoutMs ?? Infinity,
+            rule.statementTimeoutMs,
+          );
+        }
+      }
+      break;
+    }
+  }
+  if (matched.length === 0) {
+    const action = policy.defaults?.[input.identity.kind] ?? DEFAULTS[input.identity.kind];
+    return {
+      action,
+      rule: undefined,
+      message:
+        action === 'deny'
+          ? `no rule allows this for ${input.identity.kind} identities (default: deny)`
+          : 'allowed by default',
+      matched,
+      limits,
+    };
+  }
+  // The strongest action wins; among equals, the first match (guardrails, then rules in file order).
+  const winner = matched.reduce((best, next) =>
+    STRENGTH[next.action] > STRENGTH[best.action] ? next : best,
+  );
+  return {
+    action: winner.action,
+    rule: winner.rule,
+    message: winner.message ?? `${winner.action} by rule ${winner.rule}`,
+    matched,
+    limits,
+  };
+}
+
+/** Returns why the rule matches the statement, or undefined. Every condition given must hold. */
+function matches(match: Match, statement: StatementAnalysis, input: PolicyInput): string | undefined {
+  const why: string[] = [];
+  const { identity, target } = input;
+  if (match.identities) {
+    if (!match.identities.includes(identity.name)) return undefined;
+    why.push(`identity ${identity.name}`);
+  }
+  if (match.groups) {
+    const group = identity.groups.find((g) => match.groups!.includes(g));
+    if (group === undefined) return undefined;
+    why.push(`group ${group}`);
+  }
+  if (match.identityKinds) {
+    if (!match.identityKinds.includes(identity.kind)) return undefined;
+    why.push(`kind ${identity.kind}`);
+  }
+  if (match.targets) {
+    if (!match.targets.includes(target.name)) return undefined;
+    why.push(`target ${target.name}`);
+  }
+  if (match.labels) {
+    for (const [key, value] of Object.entries(match.labels))
+      if (target.labels[key] !== value) return undefined;
+    why.push(
+      `labels ${Object.entries(match.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',')}`,
+    );
+  }
+  if (match.statementKinds) {
+    if (!match.statementKinds.includes(statement.kind)) return undefined;
+    why.push(`statement kind ${statement.kind}`);
+  }
+  if (match.tables) {
+    const table = statement.tables.find(
+      (t) =>
+        (match.access === undefined || t.access === match.access) &&
+        match.tables!.some((pattern) =>
+          pattern.includes('.') ? glob(pattern, `${t.schema ?? 'public'}.${t.name}`) : glob(pattern, t.name),
+        ),
+    );
+    if (!table) return undefined;
+    why.push(`${table.access} of ${table.schema ? `${table.schema}.` : ''}${table.name}`);
+  }
+  if (match.columns) {
+    const all = Object.values(statement.columns).flat();
+    const column = all.find((c) =>
+      match.columns!.some((pattern) => glob(pattern, c) || glob(pattern, c.split('.').at(-1)!)),
+    );
+    if (column === undefined) return undefined;
+    why.push(`column ${column}`);
+  }
+  if (match.functions) {
+    const fn = statement.functions.find((f) => match.functions!.some((pattern) => glob(pattern, f)));
+    if (fn === undefined) return undefined;
+    why.push(`function ${fn}`);
+  }
+  if (match.hasWhere !== undefined) {
+    if (statement.hasWhere !== match.hasWhere) return undefined;
+    why.push(match.hasWhere ? 'has WHERE' : 'no WHERE');
+  }
+  if (match.sql !== undefined) {
+    if (!new RegExp(match.sql, 'i').test(statement.text)) return undefined;
+    why.push(`SQL matches /${match.sql}/`);
+  }
+  if (match.applicationNames) {
+    if (!match.applicationNames.some((pattern) => glob(pattern, input.applicationName))) return undefined;
+    why.push(`application_name ${input.applicationName}`);
+  }
+  if (match.tags) {
+    const tags = sqlcommenterTags(statement.text);
+    for (const [key, value] of Object.entries(match.tags)) if (tags.get(key) !== value) return undefined;
+    why.push(
+      `tags ${Object.entries(match.tags)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',')}`,
+    );
+  }
+  if (match.time) {
+    if (!withinTime(match.time, input.now)) return undefined;
+    why.push('time window');
+  }
+  return `${why.join(', ') || 'every statement'}: ${clip(statement.text)}`;
+}
+
+/** Shell-style glob: * any run of characters, ? one; case-sensitive like quoted identifiers. */
+export function glob(pattern: string, value: string): boolean {
+  const source = pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
+  return new RegExp(`^${source}$`).test(value);
+}
+
+/** sqlcommenter: key='value' pairs (URL-encoded) inside a /* *\/ comment. */
+export function sqlcommenterTags(sql: string): Map<string, string> {
+  const tags = new Map<string, string>();
+  for (const comment of sql.matchAll(/\/\*([\s\S]*?)\*\//g)) {
+    for (const pair of comment[1]!.matchAll(/([\w.-]+)\s*=\s*'([^']*)'/g)) {
+      try {
+        tags.set(decodeURIComponent(pair[1]!), decodeURIComponent(pair[2]!));
+      } catch {
+        tags.set(pair[1]!, pair[2]!); // not URL-encoded after all: keep as written
+      }
+    }
+  }
+  return tags;
+}
+
+function withinTime(window: NonNullable<Match['time']>, now: Date): boolean {
+  if (window.days && !window.days.includes(now.getUTCDay())) return false;
+  if (window.from === undefined || window.to === undefined) return true;
+  const minutes = now.getUTCHours() * 60 + now.getUTCMinutes();
+  const [from, to] = [window.from, window.to].map((t) => {
+    const [h, m] = t.split(':').map(Number);
+    return h! * 60 + (m ?? 0);
+  }) as [number, number];
+  return from <= to ? minutes >= from && minutes < to : minutes >= from || minutes < to;
+}
+
+function clip(text: string): string {
+  return text.length > 120 ? `${text.slice(0, 117)}...` : text;
+}
