@@ -232,6 +232,11 @@ async function negotiateAndLogin(
 
   socket.write(writeAuthentication(new Writer(), { type: 'AuthenticationOk' }).flush());
   const upstream = await connectUpstream(target, request.settings);
+  if (socket.destroyed || !socket.readable) {
+    // The client left while Warden logged in upstream: no session will ever close this backend.
+    upstream.socket.destroy();
+    return;
+  }
   const session = new Session(info, socket, upstream, {
     maxMessageSize: config.listen.maxMessageSize,
     decide: context.decide,

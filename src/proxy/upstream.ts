@@ -60,7 +60,7 @@ export async function connectUpstream(
         // CVE-2021-23222: bytes after 'S' but before the handshake were not encrypted.
         if (answer.extra > 0)
           throw new UpstreamError('08P01', `${where} sent unencrypted data after accepting TLS`);
-        socket = await startTls(socket as net.Socket, target, where);
+        socket = await startTls(socket as net.Socket, target, where, deadline);
         onTls = true;
       } else if (answer.byte === 0x4e /* N */) {
         if (target.tls.mode !== 'prefer') {
@@ -125,7 +125,12 @@ function openTcp(target: TargetConfig, where: string, deadline: AbortSignal): Pr
   });
 }
 
-function startTls(socket: net.Socket, target: TargetConfig, where: string): Promise<tls.TLSSocket> {
+function startTls(
+  socket: net.Socket,
+  target: TargetConfig,
+  where: string,
+  deadline: AbortSignal,
+): Promise<tls.TLSSocket> {
   const verify = target.tls.mode === 'verify-ca' || target.tls.mode === 'verify-full';
   const serverName = target.tls.serverName ?? target.host;
   return new Promise((resolve, reject) => {
@@ -140,13 +145,23 @@ function startTls(socket: net.Socket, target: TargetConfig, where: string): Prom
           ? (_host, cert) => tls.checkServerIdentity(serverName, cert)
           : () => undefined,
     });
+    // A server that answers 'S' and then stays silent must not hold the login past its deadline.
+    const onAbort = () => {
+      secure.destroy();
+      reject(
+        new UpstreamError('08006', `TLS with ${where} did not complete within ${target.connectTimeoutMs} ms`),
+      );
+    };
+    deadline.addEventListener('abort', onAbort, { once: true });
     secure.once('secureConnect', () => {
+      deadline.removeEventListener('abort', onAbort);
       secure.removeAllListeners('error');
       resolve(secure);
     });
-    secure.once('error', (error) =>
-      reject(new UpstreamError('08006', `TLS with ${where} failed: ${error.message}`)),
-    );
+    secure.once('error', (error) => {
+      deadline.removeEventListener('abort', onAbort);
+      reject(new UpstreamError('08006', `TLS with ${where} failed: ${error.message}`));
+    });
   });
 }
 

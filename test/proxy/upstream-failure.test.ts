@@ -157,4 +157,47 @@ describe('when the upstream fails', { timeout: 120_000 }, () => {
       await nowhere.close();
     }
   });
+
+  it('releases the server backend when the client leaves while Warden is still logging in upstream', async () => {
+    // A relay that takes its time to connect, so the client can leave during the upstream login.
+    const slow = net.createServer((client) => {
+      client.on('error', () => {});
+      setTimeout(() => {
+        const server = net.connect({ host: upstream.host, port: upstream.port });
+        server.on('error', () => client.destroy());
+        client.on('close', () => server.destroy());
+        client.pipe(server).pipe(client);
+      }, 400);
+    });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    const port = (slow.address() as net.AddressInfo).port;
+    const behindSlow = await startWarden({ upstream: { ...upstream, port }, database: database.name });
+    try {
+      const count = async () =>
+        (
+          await admin.query(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'leaver'",
+            [database.name],
+          )
+        ).rows[0].n;
+      for (let i = 0; i < 3; i++) {
+        const client = new pg.Client({
+          ...behindSlow.pgConfig('etl'),
+          application_name: 'leaver',
+        } as pg.ClientConfig);
+        client.on('error', () => {});
+        const connecting = client.connect().catch(() => {});
+        // Leave once the SCRAM exchange is over, while Warden waits for the slow upstream.
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        (client as unknown as { connection: { stream: net.Socket } }).connection.stream.destroy();
+        await connecting;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.equal(behindSlow.server.sessions.size, 0);
+      assert.equal(await count(), 0, 'no backend is left behind');
+    } finally {
+      await behindSlow.close();
+      await new Promise((resolve) => slow.close(() => resolve(undefined)));
+    }
+  });
 });
