@@ -49,6 +49,8 @@ export interface ListenerContext {
 /** Newest protocol minor version Warden speaks (3.2, PostgreSQL 18). */
 const NEWEST_MINOR = 2;
 const STARTUP_TIMEOUT_MS = 60_000;
+/** Before login a client sends only small messages (SASL, a token as password): bound them tightly. */
+const PRE_AUTH_MAX_MESSAGE = 64 * 1024;
 const TLS_RECORD_HANDSHAKE = 0x16;
 
 class Refusal extends Error {
@@ -131,7 +133,7 @@ async function negotiateAndLogin(
     current.socket = socket;
     onTls = true;
   }
-  let reader = new FrameReader(socket, config.listen.maxMessageSize, false);
+  let reader = new FrameReader(socket, PRE_AUTH_MAX_MESSAGE, false, 'the limit before login');
   if (!onTls) reader.feed(first);
   else socket.resume();
 
@@ -171,7 +173,7 @@ async function negotiateAndLogin(
     socket = await acceptTls(raw, context, false);
     current.socket = socket;
     onTls = true;
-    reader = new FrameReader(socket, config.listen.maxMessageSize, false);
+    reader = new FrameReader(socket, PRE_AUTH_MAX_MESSAGE, false, 'the limit before login');
     socket.resume();
   }
 

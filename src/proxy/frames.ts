@@ -29,8 +29,9 @@ export class FrameReader {
     readonly socket: Duplex,
     maxMessageSize: number,
     typed: boolean,
+    limitName?: string,
   ) {
-    this.framer = new Framer(maxMessageSize);
+    this.framer = new Framer(maxMessageSize, limitName);
     this.framer.typed = typed;
     socket.on('data', this.onData);
     socket.on('end', this.onEnd);

@@ -106,6 +106,26 @@ describe('malformed input ends only the connection it came on', { timeout: 120_0
     await expectFatal(client, '08P01', /unsupported frontend protocol 2\.0/);
   });
 
+  it('refuses a large message before login with the tighter pre-login limit', async () => {
+    const client = await RawClient.connect(warden.port);
+    client.write(
+      writeStartupFamily(new Writer(), {
+        type: 'StartupMessage',
+        major: 3,
+        minor: 0,
+        parameters: [
+          ['user', 'etl'],
+          ['database', database.name],
+        ],
+      }).flush(),
+    );
+    assert.equal((await client.next()).type, 'AuthenticationSASL');
+    const header = Buffer.from([Code.Password, 0, 0, 0, 0]);
+    header.writeInt32BE(40 * 1024 * 1024, 1);
+    client.write(header);
+    await expectFatal(client, '08P01', /exceeds the limit of 65536 \(the limit before login\)/);
+  });
+
   it('refuses a Query sent where the SASL response belongs', async () => {
     const client = await RawClient.connect(warden.port);
     client.write(

@@ -23,19 +23,30 @@ export type FrameHandler = (
  */
 export class Framer {
   typed = false;
-  private pending: Buffer | null = null;
+  // Bytes of an incomplete frame, kept as a list and joined once the frame is whole:
+  // joining on every chunk would make a large message cost quadratic time.
+  private held: Buffer[] = [];
+  private heldLength = 0;
+  /** Size of the incomplete frame once its header is known, else 0. */
+  private needed = 0;
 
-  constructor(private readonly maxMessageSize: number) {}
+  constructor(
+    private readonly maxMessageSize: number,
+    /** Where the limit is set, for the error message. */
+    private readonly limitName = 'listen.maxMessageSize',
+  ) {}
 
   /** Bytes held back waiting for the rest of a frame. */
   get buffered(): number {
-    return this.pending?.length ?? 0;
+    return this.heldLength;
   }
 
   /** Takes the unread bytes (for a handover, e.g. to TLS); the framer is left empty. */
   takeRemainder(): Buffer | null {
-    const rest = this.pending;
-    this.pending = null;
+    const rest = this.heldLength > 0 ? Buffer.concat(this.held) : null;
+    this.held = [];
+    this.heldLength = 0;
+    this.needed = 0;
     return rest;
   }
 
@@ -46,11 +57,20 @@ export class Framer {
    */
   push(chunk: Buffer, onFrame: FrameHandler): void {
     let buffer = chunk;
-    if (this.pending !== null) {
-      buffer = Buffer.concat([this.pending, chunk]);
-      this.pending = null;
+    if (this.heldLength > 0) {
+      if (this.needed > 0 && this.heldLength + chunk.length < this.needed) {
+        this.held.push(chunk);
+        this.heldLength += chunk.length;
+        return;
+      }
+      this.held.push(chunk);
+      buffer = Buffer.concat(this.held);
+      this.held = [];
+      this.heldLength = 0;
+      this.needed = 0;
     }
     let offset = 0;
+    let needed = 0;
     const length = buffer.length;
     while (offset < length) {
       const header = this.typed ? 5 : 4;
@@ -59,7 +79,10 @@ export class Framer {
       const declared = buffer.readInt32BE(lengthAt);
       this.check(declared, this.typed ? buffer[offset]! : -1);
       const end = lengthAt + declared;
-      if (end > length) break;
+      if (end > length) {
+        needed = end - offset;
+        break;
+      }
       // `typed` may flip inside onFrame: the next header is then read in the new mode.
       onFrame(this.typed ? buffer[offset]! : 0, buffer, offset, lengthAt + 4, end);
       offset = end;
@@ -68,7 +91,12 @@ export class Framer {
         break;
       }
     }
-    if (offset < length) this.pending = Buffer.from(buffer.subarray(offset));
+    if (offset < length) {
+      const rest = Buffer.from(buffer.subarray(offset));
+      this.held = [rest];
+      this.heldLength = rest.length;
+      this.needed = needed;
+    }
   }
 
   private stopped = false;
@@ -89,7 +117,7 @@ export class Framer {
       throw new ProtocolViolation(`invalid length ${declared} in message ${describeType(type)}`);
     if (declared > this.maxMessageSize) {
       throw new ProtocolViolation(
-        `message ${describeType(type)} of ${declared} bytes exceeds the limit of ${this.maxMessageSize} (listen.maxMessageSize)`,
+        `message ${describeType(type)} of ${declared} bytes exceeds the limit of ${this.maxMessageSize} (${this.limitName})`,
       );
     }
   }
