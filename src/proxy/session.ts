@@ -27,7 +27,7 @@ import { Framer } from '../protocol/postgres/framer.ts';
 import { Code, type TransactionStatus } from '../protocol/postgres/messages.ts';
 import { Reader } from '../protocol/postgres/reader.ts';
 import { MessageScanner } from '../protocol/postgres/scanner.ts';
-import { errorResponse, errorThenReady } from './replies.ts';
+import { type ErrorDetails, errorResponse, errorThenReady } from './replies.ts';
 import type { Upstream } from './upstream.ts';
 
 const READY = Code.ReadyForQuery;
@@ -38,7 +38,8 @@ const MAX_SERVER_MESSAGE = 0x7fffffff;
 interface Pending {
   /** Written once this many ReadyForQuery have come from the server. */
   readonly afterReady: number;
-  readonly bytes: Buffer;
+  /** The denial; its ReadyForQuery is built when written, with the status at that moment. */
+  readonly error: ErrorDetails;
 }
 
 export interface SessionOptions {
@@ -67,6 +68,8 @@ export class Session {
   /** Reading paused on one side until the other side's write buffer drains (one listener each). */
   private clientHeld = false;
   private serverHeld = false;
+  /** Client reading paused because the client does not read what it is sent. */
+  private repliesHeld = false;
   // The run of allowed frames not yet written upstream (a slice of one buffer).
   private runBuffer: Buffer | null = null;
   private runStart = 0;
@@ -236,7 +239,7 @@ export class Session {
     }
     this.flushRun();
     if (source === 'query') {
-      this.reply(errorThenReady(decision, this.status));
+      this.reply(decision);
     } else {
       // Extended-protocol denials need the server-side recovery of the policy
       // work (fail the server's transaction, discard until Sync); until then,
@@ -272,15 +275,18 @@ export class Session {
       this.client.pause();
       this.upstream.socket.once('drain', () => {
         this.clientHeld = false;
-        this.client.resume();
+        if (!this.repliesHeld) this.client.resume();
       });
     }
   }
 
   /** Queues Warden's own reply behind the responses to everything already forwarded. */
-  private reply(bytes: Buffer): void {
-    if (this.readySeen === this.readyExpected && this.pending.length === 0) this.writeClient(bytes);
-    else this.pending.push({ afterReady: this.readyExpected, bytes });
+  private reply(error: ErrorDetails): void {
+    if (this.readySeen === this.readyExpected && this.pending.length === 0) {
+      this.writeClient(errorThenReady(error, this.status));
+    } else {
+      this.pending.push({ afterReady: this.readyExpected, error });
+    }
   }
 
   // ------------------------------------------------------------ server side
@@ -374,19 +380,25 @@ export class Session {
 
   private writeDueReplies(): void {
     while (this.pending.length > 0 && this.pending[0]!.afterReady <= this.readySeen) {
-      this.writeClient(this.pending.shift()!.bytes);
+      this.writeClient(errorThenReady(this.pending.shift()!.error, this.status));
     }
   }
 
   private writeClient(bytes: Buffer): void {
     if (this.closed || bytes.length === 0) return;
     if (!this.client.write(bytes) && !this.serverHeld) {
-      // Backpressure: a slow client slows the server read.
+      // Backpressure: a slow client slows the server read, and is itself not read further
+      // (as PostgreSQL stops reading a client that does not read its replies): Warden's own
+      // replies to what it would read next would otherwise pile up without bound.
       this.serverHeld = true;
+      this.repliesHeld = true;
       this.upstream.socket.pause();
+      this.client.pause();
       this.client.once('drain', () => {
         this.serverHeld = false;
+        this.repliesHeld = false;
         this.upstream.socket.resume();
+        if (!this.clientHeld) this.client.resume();
       });
     }
   }

@@ -222,4 +222,20 @@ describe('the decision point', { timeout: 120_000 }, () => {
     assert.equal((await check.query('SELECT count(*)::int AS n FROM extended_probe')).rows[0].n, 0);
     await check.end();
   });
+
+  it('gives a queued denial the transaction status of the moment it is sent, not of when it was judged', async () => {
+    const client = await RawClient.login(warden.port, 'etl', database.name, warden.keys.etl!);
+    client.send(
+      { type: 'Query', sql: 'BEGIN' },
+      { type: 'Query', sql: "SELECT 'forbidden'" },
+      { type: 'Query', sql: 'ROLLBACK' },
+    );
+    const statuses = [];
+    for (let i = 0; i < 3; i++) {
+      const last = (await client.untilReady()).at(-1);
+      statuses.push(last?.type === 'ReadyForQuery' ? last.status : '?');
+    }
+    client.close();
+    assert.deepEqual(statuses, ['T', 'T', 'I']);
+  });
 });
