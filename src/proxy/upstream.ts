@@ -257,7 +257,12 @@ async function login(
         break; // We ask for 3.0 without options: nothing to negotiate.
       case Code.ErrorResponse: {
         const fields = parseErrorResponse(new Reader(frame.body)).fields;
-        throw new UpstreamError('08004', `${where} refused the login: ${fields.M ?? 'no message'}`, fields);
+        // The server's own text can name the upstream role, which clients must never learn: say what it means instead.
+        throw new UpstreamError(
+          '08004',
+          `${where} refused Warden's login: ${loginRefusal(fields.C)}`,
+          fields,
+        );
       }
       case Code.ReadyForQuery:
         if (!key) key = { type: 'BackendKeyData', processId: 0, secretKey: Buffer.alloc(4) };
@@ -265,6 +270,27 @@ async function login(
       default:
         throw new UpstreamError('08P01', `${where} sent an unexpected message during login`);
     }
+  }
+}
+
+/** What a login refusal means, by SQLSTATE, in words that name no upstream role. */
+function loginRefusal(sqlstate: string | undefined): string {
+  switch (sqlstate) {
+    case '28P01':
+      return "password authentication failed (check the target's password)";
+    case '28000':
+      // Also what a failed SCRAM channel binding check reports.
+      return "the server does not admit Warden's login (check the target's user and the server's pg_hba.conf; over TLS, a failed channel binding check means something intercepts the connection)";
+    case '3D000':
+      return "the upstream database does not exist (check the target's database)";
+    case '08P01':
+      return 'protocol violation during login, such as a failed SCRAM channel binding check (is something intercepting TLS?)';
+    case '53300':
+      return 'the server has no free connection slots';
+    case '57P03':
+      return 'the server is starting up or shutting down';
+    default:
+      return `SQLSTATE ${sqlstate ?? 'unknown'}`;
   }
 }
 

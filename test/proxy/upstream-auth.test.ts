@@ -426,6 +426,8 @@ describe('Warden logs in to upstream servers', { timeout: 120_000 }, () => {
         assert.equal(error.code, '08004');
         assert.match(error.message, new RegExp(`target "${target}"`));
         assert.match(error.message, /password authentication failed/);
+        // The server's own message names the upstream role; clients must not learn it.
+        assert.ok(!error.message.includes('postgres'), error.message);
         const everything = `${error.message} ${error.detail ?? ''} ${error.hint ?? ''} ${JSON.stringify(error)}`;
         for (const secret of Object.values(passwords))
           assert.ok(!everything.includes(secret), 'a password leaked into the error');
