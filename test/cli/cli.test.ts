@@ -146,7 +146,7 @@ describe('the warden command', { timeout: 120_000 }, () => {
     const listed = await warden(['key', 'list', '--config', file]);
     assert.equal(listed.code, 0, listed.stderr);
     assert.match(listed.stdout, new RegExp(`${keyId}\\tetl\\t.*\\tactive\\tci`));
-    assert.equal(listed.stdout.includes(secret.split('_')[2]!), false);
+    assert.equal(listed.stdout.includes(secret.slice(secret.indexOf('_', 4) + 1)), false);
   });
 
   it('start serves the key; a config change is applied; an invalid change is refused and the old config keeps serving', async () => {

@@ -34,7 +34,7 @@ describe('API keys', () => {
     store.db.pragma('wal_checkpoint(TRUNCATE)');
     const file = readFileSync(store.file);
     assert.equal(file.indexOf(key.secret), -1);
-    assert.equal(file.indexOf(key.secret.split('_')[2]!), -1);
+    assert.equal(file.indexOf(key.secret.slice(key.secret.indexOf('_', 4) + 1)), -1);
   });
 
   it('verifies any active key of an identity in one SCRAM exchange', () => {
