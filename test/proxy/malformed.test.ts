@@ -107,18 +107,10 @@ describe('malformed input ends only the connection it came on', { timeout: 120_0
   });
 
   it('refuses a large message before login with the tighter pre-login limit', async () => {
-    const client = await RawClient.connect(warden.port);
-    client.write(
-      writeStartupFamily(new Writer(), {
-        type: 'StartupMessage',
-        major: 3,
-        minor: 0,
-        parameters: [
-          ['user', 'etl'],
-          ['database', database.name],
-        ],
-      }).flush(),
-    );
+    const client = await RawClient.start(warden.port, [
+      ['user', 'etl'],
+      ['database', database.name],
+    ]);
     assert.equal((await client.next()).type, 'AuthenticationSASL');
     const header = Buffer.from([Code.Password, 0, 0, 0, 0]);
     header.writeInt32BE(40 * 1024 * 1024, 1);
@@ -127,37 +119,21 @@ describe('malformed input ends only the connection it came on', { timeout: 120_0
   });
 
   it('refuses a Query sent where the SASL response belongs', async () => {
-    const client = await RawClient.connect(warden.port);
-    client.write(
-      writeStartupFamily(new Writer(), {
-        type: 'StartupMessage',
-        major: 3,
-        minor: 0,
-        parameters: [
-          ['user', 'etl'],
-          ['database', database.name],
-        ],
-      }).flush(),
-    );
+    const client = await RawClient.start(warden.port, [
+      ['user', 'etl'],
+      ['database', database.name],
+    ]);
     assert.equal((await client.next()).type, 'AuthenticationSASL');
     client.send({ type: 'Query', sql: 'SELECT 1' });
     await expectFatal(client, '08P01', /expected a password message/);
   });
 
   it('refuses a replication connection', async () => {
-    const client = await RawClient.connect(warden.port);
-    client.write(
-      writeStartupFamily(new Writer(), {
-        type: 'StartupMessage',
-        major: 3,
-        minor: 0,
-        parameters: [
-          ['user', 'etl'],
-          ['database', database.name],
-          ['replication', 'database'],
-        ],
-      }).flush(),
-    );
+    const client = await RawClient.start(warden.port, [
+      ['user', 'etl'],
+      ['database', database.name],
+      ['replication', 'database'],
+    ]);
     await expectFatal(client, '0A000', /replication connections are not supported/);
   });
 

@@ -29,20 +29,21 @@ export class RawClient {
     return new RawClient(socket);
   }
 
-  /** Connects and logs in; resolves after the first ReadyForQuery. */
-  static async login(port: number, user: string, database: string, password: string): Promise<RawClient> {
+  /** Connects and sends a protocol 3.0 StartupMessage with these parameters. */
+  static async start(port: number, parameters: ReadonlyArray<readonly [string, string]>): Promise<RawClient> {
     const client = await RawClient.connect(port);
     client.write(
-      writeStartupFamily(new Writer(), {
-        type: 'StartupMessage',
-        major: 3,
-        minor: 0,
-        parameters: [
-          ['user', user],
-          ['database', database],
-        ],
-      }).flush(),
+      writeStartupFamily(new Writer(), { type: 'StartupMessage', major: 3, minor: 0, parameters }).flush(),
     );
+    return client;
+  }
+
+  /** Connects and logs in; resolves after the first ReadyForQuery. */
+  static async login(port: number, user: string, database: string, password: string): Promise<RawClient> {
+    const client = await RawClient.start(port, [
+      ['user', user],
+      ['database', database],
+    ]);
     let scram: ScramClient | undefined;
     for (;;) {
       const message = await client.next();
