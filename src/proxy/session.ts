@@ -86,10 +86,6 @@ export class Session {
     this.serverFramer.typed = true;
   }
 
-  get transactionStatus(): TransactionStatus {
-    return this.status;
-  }
-
   /** Flow-control state, for health views and tests of backpressure. */
   get flow(): {
     readonly bufferedToClient: number;

@@ -145,7 +145,7 @@ export function run(
 export function psql(
   conninfo: string,
   args: readonly string[],
-  options: { input?: string } = {},
+  options: { input?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<RunResult> {
   return run('psql', ['-X', '-w', '-A', '-t', '-v', 'ON_ERROR_STOP=0', '-d', conninfo, ...args], options);
 }

@@ -7,7 +7,6 @@
  * raw client on our own codec where only the bytes can.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
@@ -35,47 +34,17 @@ import {
   type TestDatabase,
   type TestServer,
 } from '../fixtures/postgres.ts';
-import { connectError, startWarden, type WardenHandle } from './support.ts';
+import {
+  connectError,
+  hasBinary,
+  psql,
+  type RunResult,
+  run,
+  startWarden,
+  type WardenHandle,
+} from './support.ts';
 
-interface RunResult {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/**
- * Runs a program with stdin closed and a hard timeout. (Not support.ts's run:
- * it has no 'error' handler on stdin, so a child that exits before Node
- * closes its stdin crashes the test process with EPIPE.)
- */
-function run(command: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      env: { PATH: process.env.PATH, PGCONNECT_TIMEOUT: '10', ...env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-      timeout: 60_000,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    child.stdin.on('error', () => {});
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end();
-  });
-}
-
-/** psql with no rc file, no password prompt, unaligned tuples-only output. */
-function psql(conninfo: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
-  return run('psql', ['-X', '-w', '-A', '-t', '-d', conninfo, ...args], env);
-}
-
-const hasPsql = (await run('sh', ['-c', 'command -v psql']).catch(() => undefined))?.code === 0;
+const hasPsql = await hasBinary('psql');
 const noPsql = hasPsql ? false : 'psql is not installed (Debian postgresql-client)';
 const WAIT_MS = 10_000;
 const PROTOCOL_3_2 = (3 << 16) | 2;
@@ -340,13 +309,13 @@ async function hasLibpq18(): Promise<boolean> {
       '-c',
       '',
     ],
-    env,
+    { env },
   );
   return !/invalid connection option/.test(probe.stderr);
 }
 
 function psql18(conninfo: string, args: readonly string[]): Promise<RunResult> {
-  return psql(conninfo, args, libpq18Env());
+  return psql(conninfo, args, { env: libpq18Env() });
 }
 
 function tlsStream(client: pg.Client): unknown {

@@ -20,6 +20,7 @@ import { type EmbeddedPostgres, startEmbeddedPostgres } from '../../src/demo/emb
 import { createApiKey } from '../../src/identity/keys.ts';
 import { startServer, type WardenServer } from '../../src/proxy/server.ts';
 import { openStore, type Store } from '../../src/store/store.ts';
+import { connectError } from './support.ts';
 
 type PgError = Error & { code?: string; severity?: string; detail?: string; hint?: string };
 
@@ -182,18 +183,7 @@ describe('Warden logs in to upstream servers', { timeout: 120_000 }, () => {
     return client;
   }
 
-  async function refusal(target: string): Promise<PgError> {
-    const client = new pg.Client(config(target));
-    client.on('error', () => {});
-    try {
-      await client.connect();
-    } catch (error) {
-      return error as PgError;
-    } finally {
-      await client.end().catch(() => {});
-    }
-    assert.fail(`the connection to ${target} should have failed`);
-  }
+  const refusal = (target: string): Promise<PgError> => connectError(config(target));
 
   /** Whether the session's own backend runs on TLS, as the server sees it. */
   async function upstreamSsl(target: string): Promise<boolean> {

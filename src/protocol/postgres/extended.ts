@@ -28,11 +28,6 @@ export function writeParse(w: Writer, m: Parse): Writer {
   return w.end();
 }
 
-/** Only the names of a Bind, without copying its parameters: enough to route it. */
-export function parseBindNames(r: Reader): { portal: string; statement: string } {
-  return { portal: r.cstring(), statement: r.cstring() };
-}
-
 export function parseBind(r: Reader): Bind {
   const portal = r.cstring();
   const statement = r.cstring();
