@@ -3,8 +3,8 @@
  * startup setting passes through `decide` before anything is forwarded; the
  * Decision it returns is what the session enforces and what audit records.
  *
- * In this version every statement is allowed: policy, masking and audit plug
- * in here without the session changing.
+ * `allowAll` is the decision of a Warden without policy (tests of the data
+ * path use it); src/policy/engine.ts builds the real one from warden.yaml.
  */
 import type { IdentityConfig, TargetConfig } from '../config/index.ts';
 
@@ -28,6 +28,24 @@ export interface DecisionContext {
   /** Prepared statement (Parse/Bind) or portal (Execute) name, '' for the unnamed one. */
   readonly name?: string;
   readonly functionOid?: number;
+  /** What a prepared statement of this session runs (SQL text), by name: EXECUTE is judged as that. */
+  readonly prepared: (name: string) => string | undefined;
+}
+
+/** Session state an allowed statement changes, applied by the session when it forwards it. */
+export interface Effects {
+  /** SQL-level PREPARE: names and the PREPARE statement's text. */
+  readonly prepared?: readonly { readonly name: string; readonly sql: string }[];
+  /** DEALLOCATE name, or DEALLOCATE ALL / DISCARD ALL. */
+  readonly deallocated?: readonly string[] | 'all';
+}
+
+/** One rule that matched, and why: what audit records and `policy explain` prints. */
+export interface MatchedRule {
+  readonly rule: string;
+  readonly action: 'allow' | 'deny' | 'review' | 'mask' | 'limit';
+  readonly reason: string;
+  readonly message?: string;
 }
 
 /**
@@ -46,11 +64,15 @@ interface DecisionBase {
   readonly target: string;
   readonly source: StatementSource;
   readonly sql: string | undefined;
+  /** The rule that decided, when one did. */
+  readonly rule?: string;
+  readonly matched?: readonly MatchedRule[];
 }
 
 export interface Allow extends DecisionBase {
   readonly action: 'allow';
   readonly transform: ResultTransform | null;
+  readonly effects?: Effects;
 }
 
 export interface Deny extends DecisionBase {
@@ -58,6 +80,8 @@ export interface Deny extends DecisionBase {
   readonly sqlstate: string;
   readonly message: string;
   readonly hint?: string;
+  /** 1-based character position in the SQL (syntax errors). */
+  readonly position?: number;
 }
 
 export type Decision = Allow | Deny;

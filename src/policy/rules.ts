@@ -14,6 +14,7 @@
 import type { IdentityConfig, IdentityKind, TargetConfig } from '../config/index.ts';
 import type { Hazard, StatementAnalysis, StatementKind } from '../sql/analysis.ts';
 import { isOpaque } from '../sql/functions.ts';
+import type { MatchedRule } from './decision.ts';
 
 export type Action = 'allow' | 'deny' | 'review' | 'mask' | 'limit';
 
@@ -83,13 +84,7 @@ export interface PolicyInput {
   readonly now: Date;
 }
 
-export interface MatchedRule {
-  readonly rule: string;
-  readonly action: Action;
-  /** Why it matched, for people: the statement and the conditions that held. */
-  readonly reason: string;
-  readonly message?: string;
-}
+export type { MatchedRule };
 
 export interface Verdict {
   readonly action: Action;

@@ -228,6 +228,7 @@ async function negotiateAndLogin(
       session: info,
       source: 'startup-option',
       sql: `SET ${name} = '${value.replaceAll("'", "''")}'`,
+      prepared: () => undefined,
     });
     if (decision.action === 'deny') throw new Refusal(decision);
   }

@@ -8,12 +8,15 @@ export interface ErrorDetails {
   readonly message: string;
   readonly detail?: string;
   readonly hint?: string;
+  /** 1-based character position in the statement. */
+  readonly position?: number;
 }
 
 export function errorFields(severity: 'ERROR' | 'FATAL', error: ErrorDetails): NoticeFields {
   const fields: Record<string, string> = { S: severity, V: severity, C: error.sqlstate, M: error.message };
   if (error.detail) fields.D = error.detail;
   if (error.hint) fields.H = error.hint;
+  if (error.position !== undefined) fields.P = String(error.position);
   return fields;
 }
 

@@ -3,44 +3,58 @@
  * the decision point between them.
  *
  * Client → server: messages are framed (bounded) and every Query, Parse,
- * Bind, Execute and FunctionCall is judged by `decide` before it goes on.
- * Allowed messages are forwarded as the original bytes, in runs: a chunk
- * whose messages are all allowed is written as one slice, with no copy.
+ * Bind and FunctionCall is judged by `decide` before it goes on (an Execute
+ * runs the portal its Bind was judged for). Allowed messages are forwarded
+ * as the original bytes, in runs: a chunk whose messages are all allowed is
+ * written as one slice, with no copy.
+ *
+ * A refused message never reaches the server. The session is left exactly
+ * as PostgreSQL would leave it, by letting the server itself fail: Warden
+ * sends, in the refused message's place, one that is certain to fail (a
+ * syntax error), and shows the client its own error instead of the
+ * server's. So a refused Query inside a transaction block fails the
+ * server's transaction too (a later COMMIT rolls back), a refused
+ * extended-protocol message makes the server discard up to Sync (and roll
+ * back an implicit transaction), and every ReadyForQuery, with its status,
+ * still comes from the server, in order.
  *
  * Server → client: bytes are forwarded as they arrive. A scanner follows
- * message boundaries (without holding any message) to count ReadyForQuery
- * and read the transaction status, so that Warden's own replies are queued
- * behind the responses to everything already forwarded.
+ * message boundaries (without holding any message) so that the response
+ * tracker knows which forwarded message each reply answers; replies that a
+ * decision's transform must see are framed whole.
  */
 import type { Duplex } from 'node:stream';
 import type {
+  Allow,
   Decide,
   Decision,
   DecisionContext,
+  Deny,
+  Effects,
   ResultTransform,
   SessionInfo,
   StatementSource,
 } from '../policy/decision.ts';
 import { describeType } from '../protocol/postgres/codec.ts';
 import { ProtocolViolation } from '../protocol/postgres/errors.ts';
+import { writeParse } from '../protocol/postgres/extended.ts';
 import { Framer } from '../protocol/postgres/framer.ts';
 import { Code, type TransactionStatus } from '../protocol/postgres/messages.ts';
+import { writeQuery } from '../protocol/postgres/query.ts';
 import { Reader } from '../protocol/postgres/reader.ts';
 import { MessageScanner } from '../protocol/postgres/scanner.ts';
-import { type ErrorDetails, errorResponse, errorThenReady } from './replies.ts';
+import { Writer } from '../protocol/postgres/writer.ts';
+import { type ErrorDetails, errorResponse } from './replies.ts';
+import { Expect, type Expected, PLAIN, ResponseTracker } from './responses.ts';
 import type { Upstream } from './upstream.ts';
 
-const READY = Code.ReadyForQuery;
 const TERMINATE = Buffer.from([Code.Terminate, 0, 0, 0, 4]);
 /** A transformed result holds one server message at a time; PostgreSQL caps a field at 1 GB. */
 const MAX_SERVER_MESSAGE = 0x7fffffff;
-
-interface Pending {
-  /** Written once this many ReadyForQuery have come from the server. */
-  readonly afterReady: number;
-  /** The denial; its ReadyForQuery is built when written, with the status at that moment. */
-  readonly error: ErrorDetails;
-}
+/** What Warden sends in a refused message's place: a syntax error, so it can never run. */
+const REFUSED_SQL = '/* warden: statement refused */ WARDEN REFUSED';
+/** The statement name of that stand-in when the refused message was not a Parse (never created). */
+const REFUSED_NAME = 'warden.refused';
 
 export interface SessionOptions {
   readonly maxMessageSize: number;
@@ -51,16 +65,17 @@ export interface SessionOptions {
 export class Session {
   private readonly framer: Framer;
   private readonly scanner = new MessageScanner();
-  /** Statement text by prepared-statement name ('' = unnamed), for judging Bind/Execute. */
+  private readonly responses = new ResponseTracker();
+  /**
+   * SQL by prepared-statement name ('' = unnamed), protocol Parse and SQL
+   * PREPARE alike (they share the server's namespace). Entered when the
+   * Parse is forwarded, taken back if the server refuses it.
+   */
   private readonly statements = new Map<string, string>();
-  /** Statement name by portal name. */
-  private readonly portals = new Map<string, string>();
-  private readyExpected = 0;
-  private readySeen = 0;
-  private status: TransactionStatus = 'I';
-  private readonly pending: Pending[] = [];
-  /** Result transforms by response group (the n-th ReadyForQuery closes group n), in order. */
-  private readonly transforms: { readonly group: number; readonly transform: ResultTransform }[] = [];
+  /** The decision of each portal's Bind, by portal name: its Execute runs what was judged. */
+  private readonly portals = new Map<string, Allow>();
+  /** Warden refused an extended-protocol message: the client's messages up to Sync are dropped, as the server would. */
+  private discarding = false;
   /** True while the server's bytes are framed whole for a transform. */
   private framing = false;
   private readonly serverFramer = new Framer(MAX_SERVER_MESSAGE);
@@ -84,6 +99,11 @@ export class Session {
     this.framer = new Framer(options.maxMessageSize);
     this.framer.typed = true;
     this.serverFramer.typed = true;
+  }
+
+  /** The transaction status of the last ReadyForQuery from the server. */
+  get transactionStatus(): TransactionStatus {
+    return this.responses.status;
   }
 
   /** Flow-control state, for health views and tests of backpressure. */
@@ -136,39 +156,68 @@ export class Session {
     end: number,
   ) => {
     if (this.closed) return;
+    if (this.discarding) {
+      this.discard(type, buffer, start, end);
+      return;
+    }
     switch (type) {
       case Code.Query: {
         const sql = new Reader(buffer, bodyStart, end).cstring();
-        if (this.judge('query', sql, undefined, buffer, start, end)) this.readyExpected++;
+        const decision = this.judge('query', sql, undefined);
+        if (decision.action === 'deny') return this.refuse(decision, Expect.Query);
+        const refusal = this.applyEffects(decision.effects);
+        if (refusal) return this.refuse(refusal, Expect.Query);
+        this.forward(buffer, start, end);
+        this.responses.sent(this.expectation(Expect.Query, decision));
         return;
       }
       case Code.Parse: {
         const r = new Reader(buffer, bodyStart, end);
         const name = r.cstring();
         const sql = r.cstring();
-        if (this.judge('parse', sql, name, buffer, start, end)) this.statements.set(name, sql);
+        if (name !== '' && this.statements.has(name)) {
+          return this.refuse(this.error('parse', sql, duplicateStatement(name)), Expect.Parse, name);
+        }
+        const decision = this.judge('parse', sql, name);
+        if (decision.action === 'deny') return this.refuse(decision, Expect.Parse, name);
+        this.statements.set(name, sql);
+        this.forward(buffer, start, end);
+        // A Parse the server refuses creates nothing (and an unnamed one drops the old unnamed statement).
+        this.responses.sent({ kind: Expect.Parse, onFailed: () => this.forgetStatement(name, sql) });
         return;
       }
       case Code.Bind: {
         const r = new Reader(buffer, bodyStart, end);
         const portal = r.cstring();
         const statement = r.cstring();
-        if (this.judge('bind', this.statements.get(statement), statement, buffer, start, end)) {
-          this.portals.set(portal, statement);
+        const sql = this.statements.get(statement);
+        if (sql === undefined) {
+          // Fail closed: Warden judges only what it knows a name holds.
+          return this.refuse(this.error('bind', undefined, missingStatement(statement)), Expect.Bind);
         }
+        const decision = this.judge('bind', sql, statement);
+        if (decision.action === 'deny') return this.refuse(decision, Expect.Bind);
+        this.portals.set(portal, decision);
+        this.forward(buffer, start, end);
+        this.responses.sent({ kind: Expect.Bind, onFailed: () => this.forgetPortal(portal, decision) });
         return;
       }
       case Code.Execute: {
         const portal = new Reader(buffer, bodyStart, end).cstring();
-        const statement = this.portals.get(portal);
-        const sql = statement === undefined ? undefined : this.statements.get(statement);
-        this.judge('execute', sql, portal, buffer, start, end);
+        const decision = this.portals.get(portal);
+        if (decision === undefined) {
+          return this.refuse(this.error('execute', undefined, missingPortal(portal)), Expect.Execute);
+        }
+        this.forward(buffer, start, end);
+        this.responses.sent(this.expectation(Expect.Execute, decision));
         return;
       }
       case Code.FunctionCall: {
         const functionOid = new Reader(buffer, bodyStart, end).uint32();
-        if (this.judge('function-call', undefined, undefined, buffer, start, end, functionOid))
-          this.readyExpected++;
+        const decision = this.judge('function-call', undefined, undefined, functionOid);
+        if (decision.action === 'deny') return this.refuse(decision, Expect.FunctionCall);
+        this.forward(buffer, start, end);
+        this.responses.sent(this.expectation(Expect.FunctionCall, decision));
         return;
       }
       case Code.Close: {
@@ -178,17 +227,24 @@ export class Session {
         if (target === 0x53 /* S */) this.statements.delete(name);
         else this.portals.delete(name);
         this.forward(buffer, start, end);
+        this.responses.sent(PLAIN[Expect.Close]);
         return;
       }
-      case Code.Sync:
-        this.readyExpected++;
-        this.forward(buffer, start, end);
-        return;
       case Code.Describe:
-      case Code.Flush:
-      case Code.CopyData:
+        this.forward(buffer, start, end);
+        this.responses.sent(PLAIN[Expect.Describe]);
+        return;
+      case Code.Sync:
+        this.forward(buffer, start, end);
+        this.responses.sent(PLAIN[Expect.Sync]);
+        return;
       case Code.CopyDone:
       case Code.CopyFail:
+        this.forward(buffer, start, end);
+        this.responses.sent(PLAIN[Expect.CopyEnd]);
+        return;
+      case Code.Flush:
+      case Code.CopyData:
         this.forward(buffer, start, end);
         return;
       case Code.Terminate:
@@ -200,49 +256,125 @@ export class Session {
     }
   };
 
-  /** Runs the decision point; forwards the frame when allowed, answers it when not. */
+  /** After a refused extended-protocol message: drop everything up to Sync, as the server does after an error. */
+  private discard(type: number, buffer: Buffer, start: number, end: number): void {
+    switch (type) {
+      case Code.Sync:
+        this.discarding = false;
+        this.forward(buffer, start, end);
+        this.responses.sent(PLAIN[Expect.Sync]);
+        return;
+      case Code.Terminate:
+        this.flushRun();
+        this.close();
+        return;
+      case Code.Query:
+      case Code.Parse:
+      case Code.Bind:
+      case Code.Execute:
+      case Code.Describe:
+      case Code.Close:
+      case Code.Flush:
+      case Code.FunctionCall:
+      case Code.CopyData:
+      case Code.CopyDone:
+      case Code.CopyFail:
+        return;
+      default:
+        throw new ProtocolViolation(`unexpected message type ${describeType(type)} from the client`);
+    }
+  }
+
+  /** Runs the decision point; a decision that cannot be made is a denial (fail closed). */
   private judge(
     source: StatementSource,
     sql: string | undefined,
     name: string | undefined,
-    buffer: Buffer,
-    start: number,
-    end: number,
     functionOid?: number,
-  ): boolean {
-    const context: DecisionContext = { session: this.info, source, sql, name, functionOid };
-    let decision: Decision;
+  ): Decision {
+    const context: DecisionContext = {
+      session: this.info,
+      source,
+      sql,
+      name,
+      functionOid,
+      prepared: this.preparedSql,
+    };
     try {
-      decision = this.options.decide(context);
+      return this.options.decide(context);
     } catch (error) {
-      // Fail closed: a decision that cannot be made is a denial.
-      decision = {
-        action: 'deny',
-        identity: this.info.identity.name,
-        target: this.info.target.name,
-        source,
-        sql,
+      return this.error(source, sql, {
         sqlstate: 'XX000',
         message: `Warden could not judge this statement: ${(error as Error).message}`,
-      };
+      });
     }
-    if (decision.action === 'allow') {
-      // Its results end with the next ReadyForQuery the server sends after those already expected.
-      if (decision.transform)
-        this.transforms.push({ group: this.readyExpected + 1, transform: decision.transform });
-      this.forward(buffer, start, end);
-      return true;
-    }
+  }
+
+  private readonly preparedSql = (name: string): string | undefined => this.statements.get(name);
+
+  /** A denial Warden makes itself (names the server would not know), in the shape of a decision. */
+  private error(source: StatementSource, sql: string | undefined, details: ErrorDetails): Deny {
+    return {
+      action: 'deny',
+      identity: this.info.identity.name,
+      target: this.info.target.name,
+      source,
+      sql,
+      ...details,
+    };
+  }
+
+  private expectation(kind: Expect, decision: Allow): Expected {
+    return decision.transform ? { kind, transform: decision.transform } : PLAIN[kind];
+  }
+
+  /**
+   * Refuses a message: in its place the server gets one that is certain to
+   * fail, and the client sees Warden's error instead of the server's. For
+   * the extended protocol that is a Parse (named as the refused Parse, so the
+   * server forgets an unnamed statement as it would have), and the client's
+   * messages are then dropped up to Sync.
+   */
+  private refuse(decision: Deny, kind: Expect, parseName?: string): void {
     this.flushRun();
-    if (source === 'query') {
-      this.reply(decision);
-    } else {
-      // Extended-protocol denials need the server-side recovery of the policy
-      // work (fail the server's transaction, discard until Sync); until then,
-      // refuse the whole connection rather than risk an inconsistent state.
-      this.fatal({ sqlstate: decision.sqlstate, message: decision.message, hint: decision.hint });
+    const frame = errorResponse('ERROR', decision);
+    const transform: ResultTransform = {
+      message: (type, original) => (type === Code.ErrorResponse ? frame : original),
+    };
+    if (kind === Expect.Query || kind === Expect.FunctionCall) {
+      this.writeUpstream(queryMessage(REFUSED_SQL));
+      this.responses.sent({ kind: Expect.Query, transform });
+      return;
     }
-    return false;
+    const name = parseName ?? REFUSED_NAME;
+    if (name === '') this.statements.delete('');
+    this.discarding = true;
+    this.writeUpstream(parseMessage(name, REFUSED_SQL));
+    this.responses.sent({ kind: Expect.Parse, transform });
+  }
+
+  /** Applies what an allowed Query changes; returns the error PostgreSQL would give instead, if any. */
+  private applyEffects(effects: Effects | undefined): Deny | undefined {
+    if (effects === undefined) return undefined;
+    for (const { name } of effects.prepared ?? []) {
+      if (this.statements.has(name)) return this.error('query', undefined, duplicateStatement(name));
+    }
+    if (effects.deallocated === 'all') this.statements.clear();
+    else for (const name of effects.deallocated ?? []) this.statements.delete(name);
+    for (const { name, sql } of effects.prepared ?? []) this.statements.set(name, sql);
+    return undefined;
+  }
+
+  private forgetStatement(name: string, sql: string): void {
+    if (this.statements.get(name) === sql) this.statements.delete(name);
+  }
+
+  private forgetPortal(portal: string, decision: Allow): void {
+    if (this.portals.get(portal) === decision) this.portals.delete(portal);
+  }
+
+  private writeUpstream(bytes: Buffer): void {
+    if (!this.closed) this.upstream.socket.write(bytes);
   }
 
   private forward(buffer: Buffer, start: number, end: number): void {
@@ -276,15 +408,6 @@ export class Session {
     }
   }
 
-  /** Queues Warden's own reply behind the responses to everything already forwarded. */
-  private reply(error: ErrorDetails): void {
-    if (this.readySeen === this.readyExpected && this.pending.length === 0) {
-      this.writeClient(errorThenReady(error, this.status));
-    } else {
-      this.pending.push({ afterReady: this.readyExpected, error });
-    }
-  }
-
   // ------------------------------------------------------------ server side
 
   private readonly onServerData = (chunk: Buffer): void => {
@@ -298,61 +421,45 @@ export class Session {
 
   /**
    * The fast path: bytes go to the client as they arrived; the scanner only
-   * finds message ends. Returns the unread rest when a group that needs a
-   * transform begins, or null when the chunk is done.
+   * finds message ends, for the response tracker. Returns the unread rest
+   * when a reply that needs a transform begins, or null when the chunk is done.
    */
   private forwardScanned(chunk: Buffer): Buffer | null {
-    if (this.scanner.atBoundary && this.transformDue()) {
+    if (this.scanner.atBoundary && this.responses.head?.transform) {
       this.framing = true;
       return chunk;
     }
-    let written = 0;
-    const stoppedAt = this.scanner.scan(chunk, (type, end, firstByte) => {
-      if (type === READY) {
-        this.readyReceived(firstByte);
-        if (this.pending.length > 0 && this.pending[0]!.afterReady <= this.readySeen) {
-          // Our reply belongs right after this ReadyForQuery: split the chunk here.
-          this.writeClient(chunk.subarray(written, end));
-          written = end;
-          this.writeDueReplies();
-        }
-      }
-      return this.transforms.length > 0 && this.transformDue();
-    });
-    this.writeClient(
-      written === 0 && stoppedAt === chunk.length ? chunk : chunk.subarray(written, stoppedAt),
-    );
+    const stoppedAt = this.scanner.scan(chunk, this.onServerMessageEnd);
+    this.writeClient(stoppedAt === chunk.length ? chunk : chunk.subarray(0, stoppedAt));
     if (stoppedAt === chunk.length) return null;
     this.framing = true;
     return chunk.subarray(stoppedAt);
   }
 
+  private readonly onServerMessageEnd = (type: number, _end: number, firstByte: number): boolean => {
+    this.responses.received(type, firstByte);
+    return this.responses.head?.transform !== undefined;
+  };
+
   /**
-   * The slow path, only for response groups whose decision carries a
-   * transform: whole frames, each passed through the group's transforms.
-   * Returns the rest of the chunk once the group ends and the next one needs
-   * no transform, or null when the chunk is done.
+   * The slow path, only while the oldest unanswered message has a transform:
+   * whole frames, each passed through it. Returns the rest of the chunk once
+   * no transform is due, or null when the chunk is done.
    */
   private transformFrames(chunk: Buffer): Buffer | null {
     let leave = false;
     // One write per message here: cork so they leave in as few packets as the fast path's.
     this.client.cork();
     try {
-      this.serverFramer.push(chunk, (type, buffer, start, _bodyStart, end) => {
-        let frame = buffer.subarray(start, end);
-        const group = this.readySeen + 1;
-        for (const entry of this.transforms) {
-          if (entry.group === group) frame = entry.transform.message(type, frame);
-        }
+      this.serverFramer.push(chunk, (type, buffer, start, bodyStart, end) => {
+        const transform = this.responses.head?.transform;
         // Frames are views of the chunk (or of a joined copy), which nothing reuses: no copy needed.
-        this.writeClient(frame);
-        if (type === READY) {
-          this.readyReceived(buffer[end - 1]!);
-          this.writeDueReplies();
-          if (!this.transformDue()) {
-            leave = true;
-            this.serverFramer.stop();
-          }
+        const frame = buffer.subarray(start, end);
+        this.writeClient(transform ? transform.message(type, frame) : frame);
+        this.responses.received(type, end > bodyStart ? buffer[bodyStart]! : -1);
+        if (!this.responses.head?.transform) {
+          leave = true;
+          this.serverFramer.stop();
         }
       });
     } finally {
@@ -361,23 +468,6 @@ export class Session {
     if (!leave) return null;
     this.framing = false;
     return this.serverFramer.takeRemainder();
-  }
-
-  private transformDue(): boolean {
-    const next = this.transforms[0];
-    return next !== undefined && next.group === this.readySeen + 1;
-  }
-
-  private readyReceived(status: number): void {
-    this.readySeen++;
-    this.status = String.fromCharCode(status) as TransactionStatus;
-    while (this.transforms.length > 0 && this.transforms[0]!.group <= this.readySeen) this.transforms.shift();
-  }
-
-  private writeDueReplies(): void {
-    while (this.pending.length > 0 && this.pending[0]!.afterReady <= this.readySeen) {
-      this.writeClient(errorThenReady(this.pending.shift()!.error, this.status));
-    }
   }
 
   private writeClient(bytes: Buffer): void {
@@ -450,4 +540,30 @@ export class Session {
     }, 1000).unref();
     this.options.onClose(this);
   }
+}
+
+function duplicateStatement(name: string): ErrorDetails {
+  return { sqlstate: '42P05', message: `prepared statement "${name}" already exists` };
+}
+
+function missingStatement(name: string): ErrorDetails {
+  return {
+    sqlstate: '26000',
+    message:
+      name === ''
+        ? 'unnamed prepared statement does not exist'
+        : `prepared statement "${name}" does not exist`,
+  };
+}
+
+function missingPortal(name: string): ErrorDetails {
+  return { sqlstate: '34000', message: `portal "${name}" does not exist` };
+}
+
+function queryMessage(sql: string): Buffer {
+  return writeQuery(new Writer(), { type: 'Query', sql }).flush();
+}
+
+function parseMessage(name: string, sql: string): Buffer {
+  return writeParse(new Writer(), { type: 'Parse', name, sql, parameterTypes: [] }).flush();
 }
