@@ -2,9 +2,10 @@ import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Policy } from '../policy/rules.ts';
 import { ConfigError, type ConfigIssue, displayPath, withoutSecrets } from './errors.ts';
 import { describeIssue } from './issues.ts';
-import { configSchema, type ParsedConfig } from './schema.ts';
+import { configSchema, DAY_NAMES, type ParsedConfig } from './schema.ts';
 import { formatPath, nodeAt, parseSource, positionOf, type Source, substituteEnv } from './source.ts';
 import type { WardenConfig } from './types.ts';
 
@@ -269,6 +270,7 @@ function build(validated: Validated, files: ReadonlyMap<string, Buffer>): Warden
     },
     identities: parsed.identities,
     targets,
+    policy: policyOf(parsed.policy),
     warnings: warningsFor(source, parsed).map((warning) => withoutSecrets(warning, secrets)),
   };
 }
@@ -300,4 +302,22 @@ function warningsFor(source: Source, parsed: ParsedConfig): string[] {
     );
   });
   return warnings;
+}
+
+/** The policy as the engine reads it: day names become numbers (0 = Sunday). */
+function policyOf(policy: ParsedConfig['policy']): Policy {
+  return {
+    defaults: policy.defaults,
+    guardrails: policy.guardrails,
+    allowedFunctions: policy.allowedFunctions,
+    rules: policy.rules.map(({ match: { time, ...match }, ...rule }) => ({
+      ...rule,
+      match: time
+        ? {
+            ...match,
+            time: { from: time.from, to: time.to, days: time.days?.map((day) => DAY_NAMES.indexOf(day)) },
+          }
+        : match,
+    })),
+  };
 }

@@ -268,6 +268,196 @@ const targetSchema = mapping(
   whenClean((path) => path.length === 0 || ['password', 'passwordFile', 'tls'].includes(String(path[0]))),
 );
 
+const ruleName = documented(z.string().regex(/^[A-Za-z0-9_.:-]+$/), {
+  expected: 'a rule name made of letters, digits and _ . : -',
+  fix: 'write a name such as agents-read-analytics',
+  example: 'agents-read-analytics',
+});
+
+const pattern = (example: string) =>
+  documented(z.string().min(1), {
+    expected: 'a glob pattern (* matches any run of characters, ? one)',
+    fix: `write a pattern such as ${example}`,
+    example,
+  });
+
+const regex = documented(
+  z.string().refine(
+    (source) => {
+      try {
+        new RegExp(source, 'i');
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { message: 'not a valid regular expression' },
+  ),
+  {
+    expected: 'a regular expression (JavaScript syntax, case-insensitive)',
+    fix: String.raw`write a pattern such as '\bpg_sleep\b', and escape ( [ { . with a backslash`,
+  },
+);
+
+const clock = documented(z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/), {
+  expected: 'a time of day in UTC as HH:MM',
+  fix: 'write a time such as "09:00" (quoted)',
+  example: '"09:00"',
+});
+
+export const DAY_NAMES = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const;
+export const statementKindSchema = oneOf([
+  'read',
+  'write',
+  'ddl',
+  'dcl',
+  'transaction',
+  'utility',
+  'copy',
+  'call',
+]);
+export const actionSchema = oneOf(['allow', 'deny', 'review', 'mask', 'limit']);
+export const GUARDRAIL_NAMES = [
+  'write-without-where',
+  'destructive-ddl',
+  'role-management',
+  'copy-program-or-server-file',
+  'dangerous-functions',
+  'opaque-functions',
+  'alter-system',
+  'set-role',
+] as const;
+
+const labelValue = documented(z.string(), {
+  expected: 'a string value',
+  fix: 'quote the value, such as env: "prod"',
+});
+
+const matchSchema = mapping(
+  {
+    identities: list(identityName, 'identity names', 'alice').optional(),
+    groups: list(groupName, 'group names', 'analysts').optional(),
+    identityKinds: list(identityKindSchema, 'identity kinds', 'agent').optional(),
+    targets: list(
+      documented(z.string().min(1), {
+        expected: 'a target name',
+        fix: 'write a target name such as shop',
+        example: 'shop',
+      }),
+      'target names',
+      'shop',
+    ).optional(),
+    labels: documented(z.record(z.string(), labelValue), {
+      expected: 'a mapping of target label names to values',
+      fix: 'write labels such as { env: prod }',
+    }).optional(),
+    statementKinds: list(statementKindSchema, 'statement kinds', 'read, write').optional(),
+    tables: list(pattern('public.customers'), 'table patterns', "'public.*', orders").optional(),
+    access: oneOf(['read', 'write']).optional(),
+    columns: list(pattern('email'), 'column patterns', 'email, ssn').optional(),
+    functions: list(pattern('pg_sleep'), 'function name patterns', 'pg_sleep').optional(),
+    hasWhere: documented(z.boolean(), { expected: 'true or false', fix: 'write true or false' }).optional(),
+    sql: regex.optional(),
+    applicationNames: list(pattern('psql'), 'application_name patterns', "'metabase*'").optional(),
+    tags: documented(z.record(z.string(), labelValue), {
+      expected: 'a mapping of sqlcommenter tag names to values',
+      fix: 'write tags such as { pipeline: nightly_etl }',
+    }).optional(),
+    time: mapping(
+      {
+        days: list(oneOf(DAY_NAMES), 'days', 'mon, tue, wed, thu, fri').optional(),
+        from: clock.optional(),
+        to: clock.optional(),
+      },
+      'days: [mon, tue], from: "09:00", to: "17:00"',
+    ).optional(),
+  },
+  'identityKinds: [agent]',
+);
+
+const ruleSchema = mapping(
+  {
+    name: ruleName,
+    match: matchSchema.prefault({}),
+    action: actionSchema,
+    message: documented(z.string().min(1), {
+      expected: 'the message a refused client sees',
+      fix: 'write a sentence such as "agents may only read analytics"',
+    }).optional(),
+    maxRows: positiveInteger('rows', 1000).optional(),
+    statementTimeoutMs: positiveInteger('milliseconds', 30000).optional(),
+  },
+  'name: agents-read-analytics',
+).superRefine(
+  (rule, ctx) => {
+    if (rule.action !== 'limit' && (rule.maxRows !== undefined || rule.statementTimeoutMs !== undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [rule.maxRows !== undefined ? 'maxRows' : 'statementTimeoutMs'],
+        message: `maxRows and statementTimeoutMs only apply to action limit (this rule's action is ${rule.action})`,
+        params: { fix: 'write action: limit, or remove the setting' },
+      });
+    }
+    if (rule.action === 'limit' && rule.maxRows === undefined && rule.statementTimeoutMs === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['action'],
+        message: 'a limit rule needs maxRows or statementTimeoutMs',
+        params: { fix: 'add maxRows: 1000 or statementTimeoutMs: 30000 under the rule' },
+      });
+    }
+    const time = rule.match.time;
+    if (time && (time.from === undefined) !== (time.to === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['match', 'time', time.from === undefined ? 'from' : 'to'],
+        message: 'a time window needs both from and to',
+        params: { fix: 'write both, such as from: "09:00" and to: "17:00"' },
+      });
+    }
+  },
+  whenClean(
+    (path) =>
+      path.length === 0 || ['action', 'maxRows', 'statementTimeoutMs', 'match'].includes(String(path[0])),
+  ),
+);
+
+const policySchema = mapping(
+  {
+    defaults: mapping(
+      {
+        human: oneOf(['allow', 'deny']).optional(),
+        service: oneOf(['allow', 'deny']).optional(),
+        agent: oneOf(['allow', 'deny']).optional(),
+      },
+      'agent: deny',
+    ).prefault({}),
+    guardrails: mapping(
+      Object.fromEntries(
+        GUARDRAIL_NAMES.map((name) => [name, oneOf(['deny', 'review', 'allow']).optional()]),
+      ) as Record<
+        (typeof GUARDRAIL_NAMES)[number],
+        z.ZodOptional<z.ZodEnum<{ deny: 'deny'; review: 'review'; allow: 'allow' }>>
+      >,
+      'destructive-ddl: review',
+    ).prefault({}),
+    allowedFunctions: list(pattern('my_schema.safe_*'), 'function name patterns', "'reporting.*'").default(
+      [],
+    ),
+    rules: list(
+      ruleSchema,
+      'rules',
+      '{ name: agents-read, match: { identityKinds: [agent] }, action: allow }',
+    )
+      .superRefine(
+        uniqueNames('rule', 'rules'),
+        whenClean((path) => path.length < 2 || path[1] === 'name'),
+      )
+      .default([]),
+  },
+  'rules:',
+);
+
 function uniqueNames(what: string, plural: string) {
   return (items: readonly { readonly name: string }[], ctx: z.RefinementCtx) => {
     const seen = new Map<string, number>();
@@ -300,6 +490,7 @@ export const configSchema = mapping(
     targets: list(targetSchema, 'targets', '{ name: shop, host: 127.0.0.1, user: warden_app }')
       .superRefine(uniqueNames('target', 'targets'), namesClean)
       .default([]),
+    policy: policySchema.prefault({}),
   },
   'listen:',
 ).superRefine(

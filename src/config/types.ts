@@ -4,6 +4,7 @@
  * against these), with named files read into Buffers and paths made absolute.
  */
 import type * as z from 'zod';
+import type { Policy } from '../policy/rules.ts';
 import type { identityKindSchema, ParsedConfig, tlsModeSchema } from './schema.ts';
 
 export type IdentityKind = z.output<typeof identityKindSchema>;
@@ -59,5 +60,6 @@ export interface WardenConfig {
   };
   readonly identities: readonly IdentityConfig[];
   readonly targets: readonly TargetConfig[];
+  readonly policy: Policy;
   readonly warnings: readonly string[];
 }

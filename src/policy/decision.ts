@@ -18,6 +18,8 @@ export interface SessionInfo {
   readonly clientAddress: string;
   readonly tls: boolean;
   readonly applicationName: string;
+  /** search_path from the startup packet, if the client set one. */
+  readonly searchPath?: readonly string[];
 }
 
 export interface DecisionContext {
@@ -30,6 +32,8 @@ export interface DecisionContext {
   readonly functionOid?: number;
   /** What a prepared statement of this session runs (SQL text), by name: EXECUTE is judged as that. */
   readonly prepared: (name: string) => string | undefined;
+  /** The session's search_path now, as Warden has followed it. */
+  readonly searchPath?: readonly string[];
 }
 
 /** Session state an allowed statement changes, applied by the session when it forwards it. */
@@ -38,6 +42,8 @@ export interface Effects {
   readonly prepared?: readonly { readonly name: string; readonly sql: string }[];
   /** DEALLOCATE name, or DEALLOCATE ALL / DISCARD ALL. */
   readonly deallocated?: readonly string[] | 'all';
+  /** SET search_path: the new path; null for RESET / DEFAULT (back to the startup value). */
+  readonly searchPath?: readonly string[] | null;
 }
 
 /** One rule that matched, and why: what audit records and `policy explain` prints. */

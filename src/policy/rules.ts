@@ -8,11 +8,12 @@
  *    rule matches a batch when it matches any statement in it.
  * 2. The strongest action among the matches wins: deny > review > mask and
  *    limit > allow. The first matching rule with that action gives the message.
- * 3. With no match at all, the default for the identity's kind applies
- *    (agents: deny unless a rule allows).
+ * 3. With no match at all, statements that touch no data (transaction
+ *    control, SET/SHOW of a setting) are allowed; anything else gets the
+ *    default for the identity's kind (agents: deny unless a rule allows).
  */
 import type { IdentityConfig, IdentityKind, TargetConfig } from '../config/index.ts';
-import type { Hazard, StatementAnalysis, StatementKind } from '../sql/analysis.ts';
+import type { Hazard, StatementAnalysis, StatementKind, TableRef } from '../sql/analysis.ts';
 import { isOpaque } from '../sql/functions.ts';
 import type { MatchedRule } from './decision.ts';
 
@@ -82,6 +83,8 @@ export interface PolicyInput {
   readonly applicationName: string;
   readonly statements: readonly StatementAnalysis[];
   readonly now: Date;
+  /** Schemas an unqualified table name may be in (the session's search_path); default public. */
+  readonly searchPath?: readonly string[];
 }
 
 export type { MatchedRule };
@@ -185,7 +188,7 @@ export function evaluate(policy: Policy, input: PolicyInput): Verdict {
   }
   for (const rule of policy.rules) {
     for (const statement of input.statements) {
-      const reason = matches(rule.match, statement, input);
+      const reason = matches(rule, statement, input);
       if (reason === undefined) continue;
       matched.push({ rule: rule.name, action: rule.action, reason, message: rule.message });
       if (rule.action === 'limit') {
@@ -199,6 +202,9 @@ export function evaluate(policy: Policy, input: PolicyInput): Verdict {
       }
       break;
     }
+  }
+  if (matched.length === 0 && input.statements.every(isHousekeeping)) {
+    return { action: 'allow', rule: undefined, message: HOUSEKEEPING, matched, limits };
   }
   if (matched.length === 0) {
     const action = policy.defaults?.[input.identity.kind] ?? DEFAULTS[input.identity.kind];
@@ -226,8 +232,23 @@ export function evaluate(policy: Policy, input: PolicyInput): Verdict {
   };
 }
 
+const HOUSEKEEPING = 'allowed by default: session settings and transaction control';
+const HOUSEKEEPING_COMMANDS = new Set(['VariableSetStmt', 'VariableShowStmt', 'DeallocateStmt']);
+
+/**
+ * Statements that touch no data: BEGIN/COMMIT/ROLLBACK, SET/SHOW of a
+ * setting (SET ROLE and friends carry hazards and are not among them).
+ * Without a rule they are allowed for every kind, so drivers that set
+ * client_encoding at startup or wrap reads in transactions just work.
+ */
+function isHousekeeping(statement: StatementAnalysis): boolean {
+  if (statement.kind === 'transaction' || statement.kind === 'empty') return true;
+  return HOUSEKEEPING_COMMANDS.has(statement.command) && statement.hazards.length === 0;
+}
+
 /** Returns why the rule matches the statement, or undefined. Every condition given must hold. */
-function matches(match: Match, statement: StatementAnalysis, input: PolicyInput): string | undefined {
+function matches(rule: Rule, statement: StatementAnalysis, input: PolicyInput): string | undefined {
+  const { match } = rule;
   const why: string[] = [];
   const { identity, target } = input;
   if (match.identities) {
@@ -264,9 +285,7 @@ function matches(match: Match, statement: StatementAnalysis, input: PolicyInput)
     const table = statement.tables.find(
       (t) =>
         (match.access === undefined || t.access === match.access) &&
-        match.tables!.some((pattern) =>
-          pattern.includes('.') ? glob(pattern, `${t.schema ?? 'public'}.${t.name}`) : glob(pattern, t.name),
-        ),
+        match.tables!.some((pattern) => tableMatches(pattern, t, rule.action, input.searchPath)),
     );
     if (!table) return undefined;
     why.push(`${table.access} of ${table.schema ? `${table.schema}.` : ''}${table.name}`);
@@ -310,6 +329,25 @@ function matches(match: Match, statement: StatementAnalysis, input: PolicyInput)
     why.push('time window');
   }
   return `${why.join(', ') || 'every statement'}: ${clip(statement.text)}`;
+}
+
+/**
+ * A pattern with a dot is matched against schema.table; without one, against
+ * the table name in any schema. An unqualified name could be in any schema
+ * of the search_path: a rule that refuses or restricts matches if any of
+ * them does, a rule that allows only if all of them do.
+ */
+function tableMatches(
+  pattern: string,
+  table: TableRef,
+  action: Action,
+  searchPath?: readonly string[],
+): boolean {
+  if (!pattern.includes('.')) return glob(pattern, table.name);
+  if (table.schema !== undefined) return glob(pattern, `${table.schema}.${table.name}`);
+  const schemas = searchPath && searchPath.length > 0 ? searchPath : ['public'];
+  const matchesIn = (schema: string) => glob(pattern, `${schema}.${table.name}`);
+  return action === 'allow' ? schemas.every(matchesIn) : schemas.some(matchesIn);
 }
 
 /** Shell-style glob: * any run of characters, ? one; case-sensitive like quoted identifiers. */

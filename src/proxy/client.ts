@@ -221,7 +221,10 @@ async function negotiateAndLogin(
     target,
     clientAddress,
     tls: onTls,
-    applicationName: request.settings.find(([name]) => name.toLowerCase() === 'application_name')?.[1] ?? '',
+    applicationName: setting(request.settings, 'application_name') ?? '',
+    searchPath: setting(request.settings, 'search_path')
+      ?.split(',')
+      .map((schema) => schema.trim().replace(/^"(.*)"$/, '$1')),
   };
   for (const [name, value] of request.settings) {
     const decision = context.decide({
@@ -375,4 +378,8 @@ function prefixed(raw: net.Socket, first: Buffer): Duplex {
   raw.on('end', () => duplex.push(null));
   raw.on('close', () => duplex.destroy());
   return duplex;
+}
+
+function setting(settings: readonly (readonly [string, string])[], wanted: string): string | undefined {
+  return settings.find(([name]) => name.toLowerCase() === wanted)?.[1];
 }

@@ -8,8 +8,10 @@ import tls from 'node:tls';
 import type { WardenConfig } from '../config/index.ts';
 import { ApiKeyAuthenticator, type Authenticator } from '../identity/authenticator.ts';
 import { LoginBackoff } from '../identity/backoff.ts';
-import { allowAll, type Decide } from '../policy/decision.ts';
+import type { Decide } from '../policy/decision.ts';
+import { PolicyEngine } from '../policy/engine.ts';
 import { certificateDer, serverEndPoint } from '../protocol/postgres/scram.ts';
+import { loadParser } from '../sql/analysis.ts';
 import { openStore, type Store } from '../store/store.ts';
 import { CancelRegistry } from './cancel.ts';
 import { cancelSession, type ListenerContext, serveClient } from './client.ts';
@@ -21,13 +23,14 @@ export interface WardenServer {
   readonly sessions: ReadonlySet<Session>;
   /** Cancels the session owning a key (a CancelRequest routed here from another worker). */
   cancel(processId: number, secret: Buffer): void;
-  /** Applies a new config to new connections; live sessions keep theirs. */
+  /** Applies a new config: policy from the next statement on, the rest to new connections. */
   reload(config: WardenConfig): void;
   /** Stops listening and ends every session with a FATAL 57P01. */
   close(): Promise<void>;
 }
 
 export interface ServerOptions {
+  /** The decision point; by default the policy of the config (reloaded with it). */
   readonly decide?: Decide;
   readonly authenticator?: Authenticator;
   /** An already open store (else one is opened in config.dataDir). */
@@ -41,6 +44,8 @@ export interface ServerOptions {
 export async function startServer(initial: WardenConfig, options: ServerOptions = {}): Promise<WardenServer> {
   let config = initial;
   let tlsSetup = tlsFor(config);
+  await loadParser();
+  const engine = options.decide ? undefined : new PolicyEngine(config.policy);
   const ownStore = options.store ? undefined : openStore(config.dataDir);
   const store = options.store ?? ownStore!;
   const sessions = new Set<Session>();
@@ -52,7 +57,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     backoff: new LoginBackoff(config.auth.backoff),
     cancels: new CancelRegistry<Session>(options.workerId ?? 0),
     routeCancel: options.routeCancel,
-    decide: options.decide ?? allowAll,
+    decide: options.decide ?? engine!.decide,
     sessions,
     nextSessionId: () => ++sessionIds,
   };
@@ -80,6 +85,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
       const nextTls = tlsFor(next);
       config = next;
       tlsSetup = nextTls;
+      engine?.setPolicy(next.policy);
       context.backoff.update(next.auth.backoff);
     },
     async close() {

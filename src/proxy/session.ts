@@ -74,6 +74,8 @@ export class Session {
   private readonly statements = new Map<string, string>();
   /** The decision of each portal's Bind, by portal name: its Execute runs what was judged. */
   private readonly portals = new Map<string, Allow>();
+  /** search_path as set by the client's SET statements (undefined: the startup value). */
+  private searchPath: readonly string[] | undefined;
   /** Warden refused an extended-protocol message: the client's messages up to Sync are dropped, as the server would. */
   private discarding = false;
   /** True while the server's bytes are framed whole for a transform. */
@@ -98,6 +100,7 @@ export class Session {
   ) {
     this.framer = new Framer(options.maxMessageSize);
     this.framer.typed = true;
+    this.searchPath = info.searchPath;
     this.serverFramer.typed = true;
   }
 
@@ -208,6 +211,8 @@ export class Session {
         if (decision === undefined) {
           return this.refuse(this.error('execute', undefined, missingPortal(portal)), Expect.Execute);
         }
+        const refusal = this.applyEffects(decision.effects);
+        if (refusal) return this.refuse(refusal, Expect.Execute);
         this.forward(buffer, start, end);
         this.responses.sent(this.expectation(Expect.Execute, decision));
         return;
@@ -299,6 +304,7 @@ export class Session {
       name,
       functionOid,
       prepared: this.preparedSql,
+      searchPath: this.searchPath,
     };
     try {
       return this.options.decide(context);
@@ -362,6 +368,7 @@ export class Session {
     if (effects.deallocated === 'all') this.statements.clear();
     else for (const name of effects.deallocated ?? []) this.statements.delete(name);
     for (const { name, sql } of effects.prepared ?? []) this.statements.set(name, sql);
+    if (effects.searchPath !== undefined) this.searchPath = effects.searchPath ?? this.info.searchPath;
     return undefined;
   }
 

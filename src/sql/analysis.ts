@@ -72,8 +72,12 @@ export interface StatementAnalysis {
   readonly prepares?: { readonly name: string; readonly statement: StatementAnalysis };
   /** SQL-level EXECUTE of a prepared statement: judged as what that name holds. */
   readonly executes?: string;
+  /** DEALLOCATE name, or 'all' for DEALLOCATE ALL and DISCARD ALL. */
+  readonly deallocates?: string;
   /** SET name (for SET, RESET, SET LOCAL), lower case. */
   readonly setting?: string;
+  /** The value SET gives it, as written (names and strings alike); undefined for RESET / DEFAULT. */
+  readonly settingValue?: readonly string[];
 }
 
 export interface Analysis {
@@ -245,6 +249,7 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
   let prepares: StatementAnalysis['prepares'];
   let executes: string | undefined;
   let setting: string | undefined;
+  let settingValue: string[] | undefined;
   // A plain EXPLAIN runs nothing: what it explains is not counted.
   let unboundedWrite = command === 'ExplainStmt' ? false : found.unboundedWrite;
 
@@ -266,6 +271,7 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
   if (command === 'LoadStmt') hazards.add('load-library');
   if (command === 'VariableSetStmt') {
     setting = typeof body.name === 'string' ? body.name.toLowerCase() : undefined;
+    if (body.kind === 'VAR_SET_VALUE') settingValue = settingValues(body.args);
     if (setting === 'role') hazards.add('set-role');
     if (setting === 'session_authorization') hazards.add('set-session-authorization');
   }
@@ -289,6 +295,9 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
     for (const hazard of statement.hazards) hazards.add(hazard);
   }
   if (command === 'ExecuteStmt') executes = String(body.name);
+  let deallocates: string | undefined;
+  if (command === 'DeallocateStmt') deallocates = body.isall ? 'all' : String(body.name);
+  if (command === 'DiscardStmt' && body.target === 'DISCARD_ALL') deallocates = 'all';
 
   const functions = [...found.functions];
   if (functions.some(isDangerous)) hazards.add('dangerous-function');
@@ -307,8 +316,19 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
     hazards: [...hazards],
     ...(prepares ? { prepares } : {}),
     ...(executes !== undefined ? { executes } : {}),
+    ...(deallocates !== undefined ? { deallocates } : {}),
     ...(setting !== undefined ? { setting } : {}),
+    ...(settingValue !== undefined ? { settingValue } : {}),
   };
+}
+
+function settingValues(args: unknown): string[] {
+  return (Array.isArray(args) ? args : []).map((arg) => {
+    const value = nodeOf(arg)?.[1];
+    const sval = value?.sval as { sval?: string } | undefined;
+    const ival = value?.ival as { ival?: number } | undefined;
+    return sval?.sval ?? String(ival?.ival ?? 0);
+  });
 }
 
 function kindOf(command: string): StatementKind {
@@ -322,12 +342,36 @@ function kindOf(command: string): StatementKind {
   return 'ddl'; // CREATE / ALTER / DROP / COMMENT / RENAME / ... and anything newer: treated as schema changes
 }
 
-/** UPDATE/DELETE with a WHERE that can be false: `WHERE true`, `WHERE 1=1` do not count. */
+/**
+ * UPDATE/DELETE with a WHERE that can be false. Constants count as true
+ * whatever their value (`WHERE 1=1`, `WHERE 'a'<>'b'`, `WHERE 2>1`): the
+ * analysis is cached by shape, so it must not depend on a literal's value;
+ * refusing `DELETE ... WHERE 1=2` too costs nothing. A WHERE that names no
+ * column at all (`WHERE random() < 2`, `WHERE EXISTS (SELECT 1)`) filters nothing either.
+ */
 function hasRealWhere(command: string, body: Node): boolean {
   if (command !== 'UpdateStmt' && command !== 'DeleteStmt') return Boolean(body.whereClause);
   const where = body.whereClause;
   if (!where) return false;
-  return !isConstantTrue(where);
+  return mentionsColumn(where) && !isConstantTrue(where);
+}
+
+function mentionsColumn(value: unknown): boolean {
+  if (Array.isArray(value)) return value.some(mentionsColumn);
+  if (value === null || typeof value !== 'object') return false;
+  for (const [key, inner] of Object.entries(value)) {
+    if (key === 'ColumnRef') return true;
+    if (mentionsColumn(inner)) return true;
+  }
+  return false;
+}
+
+function isConstant(expression: unknown): boolean {
+  const node = nodeOf(expression);
+  if (!node) return false;
+  if (node[0] === 'A_Const') return true;
+  if (node[0] === 'TypeCast') return isConstant(node[1].arg);
+  return false;
 }
 
 function isConstantTrue(expression: unknown): boolean {
@@ -335,22 +379,22 @@ function isConstantTrue(expression: unknown): boolean {
   if (!node) return false;
   const [type, body] = node;
   if (type === 'A_Const') {
+    // NULL and false filter everything out; any other constant is taken as true.
     const boolval = body.boolval as { boolval?: boolean } | undefined;
-    return boolval?.boolval === true;
+    return !body.isnull && !(boolval !== undefined && boolval.boolval !== true);
   }
   if (type === 'TypeCast') return isConstantTrue(body.arg);
   if (type === 'BoolExpr' && body.boolop === 'OR_EXPR') return (body.args as unknown[]).some(isConstantTrue);
   if (type === 'BoolExpr' && body.boolop === 'AND_EXPR')
     return (body.args as unknown[]).every(isConstantTrue);
   if (type === 'A_Expr' && body.kind === 'AEXPR_OP') {
-    // Comparisons of two constants (1=1, 'a'='a'), or of a column with itself (id = id).
+    // Comparisons of two constants, or of a column with itself (id = id).
+    if (isConstant(body.lexpr) && isConstant(body.rexpr)) return true;
     const op = stringsOf(body.name).join('');
     const left = JSON.stringify(stripLocations(body.lexpr));
     const right = JSON.stringify(stripLocations(body.rexpr));
-    const constants = nodeOf(body.lexpr)?.[0] === 'A_Const' && nodeOf(body.rexpr)?.[0] === 'A_Const';
     if (op === '=' || op === '>=' || op === '<=')
-      return left === right && (constants || nodeOf(body.lexpr)?.[0] === 'ColumnRef');
-    if (op === '<>' || op === '!=') return constants && left !== right;
+      return left === right && nodeOf(body.lexpr)?.[0] === 'ColumnRef';
   }
   return false;
 }

@@ -1,41 +1,74 @@
 /**
- * Analysis is cached by statement text and search_path (which decides what
- * an unqualified name means), so a repeated shape costs no parse. Bounded:
- * the least recently used entry goes first. Syntax errors are cached too.
+ * Analysis is cached by the shape of the text (literals replaced, see
+ * shape.ts), so a repeated shape costs no parse however its constants
+ * change. Statements whose analysis reads a literal's value (SET, whose
+ * value Warden tracks) are cached by their exact text instead. Bounded: the
+ * least recently used entry goes first. Syntax errors are cached too.
  */
 import { type Analysis, analyse, SqlSyntaxError } from './analysis.ts';
+import { shapeOf } from './shape.ts';
+
+type Entry = Analysis | SqlSyntaxError | typeof BY_TEXT;
+/** Marks a shape whose texts must each be analysed on their own. */
+const BY_TEXT = Symbol('by exact text');
 
 export class AnalysisCache {
-  private readonly entries = new Map<string, Analysis | SqlSyntaxError>();
+  private readonly entries = new Map<string, Entry>();
   hits = 0;
   misses = 0;
 
   constructor(private readonly capacity = 10_000) {}
 
-  /** The analysis of `sql` under `searchPath`; throws SqlSyntaxError for SQL the parser refuses. */
-  get(sql: string, searchPath = ''): Analysis {
-    const key = `${searchPath}\u0000${sql}`;
-    let entry = this.entries.get(key);
-    if (entry !== undefined) {
-      this.hits++;
-      // Re-insert: Map order is the recency order.
-      this.entries.delete(key);
-    } else {
+  /** The analysis of `sql`; throws SqlSyntaxError for SQL the parser refuses. */
+  get(sql: string): Analysis {
+    const shape = shapeOf(sql);
+    let key = shape === undefined ? `=${sql}` : `~${shape}`;
+    let entry = this.lookup(key);
+    if (entry === BY_TEXT) {
+      key = `=${sql}`;
+      entry = this.lookup(key);
+    }
+    if (entry === undefined) {
       this.misses++;
       try {
         entry = analyse(sql);
       } catch (error) {
         if (!(error instanceof SqlSyntaxError)) throw error;
+        // A syntax error's message and position come from this text: keep it by text.
         entry = error;
       }
-      if (this.entries.size >= this.capacity) this.entries.delete(this.entries.keys().next().value!);
+      if (shape !== undefined && (entry instanceof SqlSyntaxError || readsLiterals(entry))) {
+        this.store(key, BY_TEXT);
+        key = `=${sql}`;
+      }
+      this.store(key, entry);
+    } else {
+      this.hits++;
     }
-    this.entries.set(key, entry);
     if (entry instanceof SqlSyntaxError) throw entry;
-    return entry;
+    return entry as Analysis;
   }
 
   get size(): number {
     return this.entries.size;
   }
+
+  private lookup(key: string): Entry | undefined {
+    const entry = this.entries.get(key);
+    if (entry !== undefined) {
+      // Re-insert: Map order is the recency order.
+      this.entries.delete(key);
+      this.entries.set(key, entry);
+    }
+    return entry;
+  }
+
+  private store(key: string, entry: Entry): void {
+    if (this.entries.size >= this.capacity) this.entries.delete(this.entries.keys().next().value!);
+    this.entries.set(key, entry);
+  }
+}
+
+function readsLiterals(analysis: Analysis): boolean {
+  return analysis.statements.some((statement) => statement.setting !== undefined);
 }

@@ -294,7 +294,8 @@ describe('config errors', () => {
         line: 1,
         column: 1,
         path: '',
-        message: 'expected a mapping with the keys listen, dataDir, auth, identities, targets, got a list',
+        message:
+          'expected a mapping with the keys listen, dataDir, auth, identities, targets, policy, got a list',
         fix: 'write the keys indented on the lines below, such as listen:',
       },
     ]);

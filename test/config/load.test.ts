@@ -109,6 +109,7 @@ describe('loading a config', () => {
             connectTimeoutMs: 5000,
           },
         ],
+        policy: { defaults: {}, guardrails: {}, allowedFunctions: [], rules: [] },
         warnings: [
           `${file}:36:5 targets[1]: nobody may connect to target "reports" (access is empty); add access.identities, access.groups or access.kinds`,
         ],

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { loadConfig, type WardenConfig } from '../../src/config/index.ts';
 import { createApiKey } from '../../src/identity/keys.ts';
-import type { Decide } from '../../src/policy/decision.ts';
+import { allowAll, type Decide } from '../../src/policy/decision.ts';
 import { startServer, type WardenServer } from '../../src/proxy/server.ts';
 import { openStore } from '../../src/store/store.ts';
 import type { TestServer } from '../fixtures/postgres.ts';
@@ -41,7 +41,10 @@ export interface WardenSetup {
   /** Extra YAML appended inside the target (indented 4 spaces). */
   readonly targetYaml?: string;
   readonly files?: Readonly<Record<string, string>>;
+  /** The decision point; without it (and without `policy`) every statement is allowed. */
   readonly decide?: Decide;
+  /** A `policy:` section (YAML, top level): Warden then judges with its real policy engine. */
+  readonly policy?: string;
 }
 
 export const IDENTITIES = ['alice', 'etl', 'agent'] as const;
@@ -73,6 +76,7 @@ ${upstream.password === undefined ? '' : `    password: $\{UPSTREAM_PASSWORD}\n`
       kinds: [agent]
 ${setup.targetYaml ?? ''}
 ${setup.extraYaml ?? ''}
+${setup.policy ?? ''}
 `;
   const file = join(dir, 'warden.yaml');
   writeFileSync(file, yaml);
@@ -80,7 +84,8 @@ ${setup.extraYaml ?? ''}
   const store = openStore(config.dataDir);
   const keys: Record<string, string> = {};
   for (const identity of [...IDENTITIES, 'outsider']) keys[identity] = createApiKey(store, identity).secret;
-  const server = await startServer(config, { store, decide: setup.decide });
+  const decide = setup.decide ?? (setup.policy === undefined ? allowAll : undefined);
+  const server = await startServer(config, { store, decide });
   const port = server.port;
   return {
     host: '127.0.0.1',
