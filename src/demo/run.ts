@@ -333,6 +333,33 @@ targets:
     # Analysts only: etl_nightly and support_bot are refused here.
     access:
       groups: [analysts]
+
+# What each statement may do. Warden reads every statement with PostgreSQL's
+# own parser and judges it before it reaches the database. Built-in
+# guardrails are on (UPDATE/DELETE without WHERE, DROP/TRUNCATE/ALTER,
+# GRANT and roles, COPY PROGRAM, dangerous and opaque functions, ALTER
+# SYSTEM, SET ROLE); the strongest matching action wins:
+# deny > review > mask/limit > allow. People and services are allowed what
+# no rule refuses; agents only what a rule allows.
+# See a decision without running anything:
+#   warden policy explain --config warden.yaml --identity support_bot --target shop "SELECT ..."
+policy:
+  rules:
+    - name: bot-reads-orders        # the agent may read orders, and only orders
+      match: { identityKinds: [agent], statementKinds: [read], tables: [orders] }
+      action: allow
+    - name: no-national-ids         # for everyone, however the query is written
+      match: { columns: [national_id] }
+      action: deny
+      message: national ID numbers never leave the database
+    - name: order-changes-need-review
+      match: { identityKinds: [human], tables: [orders], access: write }
+      action: review
+      message: changing orders needs a second pair of eyes
+    - name: pipelines-read-in-pages
+      match: { groups: [pipelines], statementKinds: [read] }
+      action: limit
+      maxRows: 100
 `;
 }
 
@@ -379,9 +406,17 @@ function printInstructions(run: {
     "  4. SELECT pg_sleep(30); then Ctrl-C in psql: psql's cancel goes to Warden with Warden's own cancel key,",
   );
   out('     and Warden cancels the query on PostgreSQL.');
+  out('  5. Blocked by a guardrail, as ana: DELETE FROM orders;');
+  out('     (no WHERE clause: refused with 42501 before it reaches PostgreSQL; the session goes on)');
+  out('  6. As support_bot (an AI agent): SELECT id, total, status FROM orders LIMIT 3;  is allowed,');
+  out('     SELECT email FROM customers LIMIT 3;  is refused: agents get only what a rule allows.');
+  out("  7. As ana: UPDATE orders SET status = 'refunded' WHERE id = 1;  needs approval (rule");
+  out('     order-changes-need-review); approvals are coming next, so today it is refused with that reason.');
+  out('  8. As etl_nightly: SELECT id FROM orders;  returns the first 100 rows and a notice (a limit rule).');
   out(
-    '  5. Coming next: masking of personal data, blocked statements and approvals. Today queries pass unchanged.',
+    `  9. Why? warden policy explain --config ${run.configFile} --identity support_bot --target shop "SELECT email FROM customers"`,
   );
+  out('     Coming next: masking of personal data in results.');
   if (!onPath('psql')) {
     out();
     out('  psql is not installed here: any PostgreSQL client works with the host, port, user, password and');

@@ -281,27 +281,44 @@ function matches(rule: Rule, statement: StatementAnalysis, input: PolicyInput): 
     if (!match.statementKinds.includes(statement.kind)) return undefined;
     why.push(`statement kind ${statement.kind}`);
   }
+  // An allow rule must cover everything the statement touches (a join cannot bring in a table the
+  // rule does not name); a rule that refuses or restricts applies when it covers any part of it.
+  const every = rule.action === 'allow';
   if (match.tables) {
-    const table = statement.tables.find(
-      (t) =>
-        (match.access === undefined || t.access === match.access) &&
-        match.tables!.some((pattern) => tableMatches(pattern, t, rule.action, input.searchPath)),
-    );
-    if (!table) return undefined;
-    why.push(`${table.access} of ${table.schema ? `${table.schema}.` : ''}${table.name}`);
+    const tables = statement.tables.filter((t) => match.access === undefined || t.access === match.access);
+    const covered = (t: TableRef) =>
+      match.tables!.some((pattern) => tableMatches(pattern, t, rule.action, input.searchPath));
+    if (every) {
+      if (!tables.every(covered)) return undefined;
+      why.push(tables.length === 0 ? 'no table' : `only ${tables.map(tableName).join(', ')}`);
+    } else {
+      const table = tables.find(covered);
+      if (!table) return undefined;
+      why.push(`${table.access} of ${tableName(table)}`);
+    }
   }
   if (match.columns) {
     const all = Object.values(statement.columns).flat();
-    const column = all.find((c) =>
-      match.columns!.some((pattern) => glob(pattern, c) || glob(pattern, c.split('.').at(-1)!)),
-    );
-    if (column === undefined) return undefined;
-    why.push(`column ${column}`);
+    const covered = (c: string) => match.columns!.some((pattern) => columnMatches(pattern, c, every));
+    if (every) {
+      if (!all.every(covered)) return undefined;
+      why.push(all.length === 0 ? 'no column' : `only columns ${all.join(', ')}`);
+    } else {
+      const column = all.find(covered);
+      if (column === undefined) return undefined;
+      why.push(`column ${column}`);
+    }
   }
   if (match.functions) {
-    const fn = statement.functions.find((f) => match.functions!.some((pattern) => glob(pattern, f)));
-    if (fn === undefined) return undefined;
-    why.push(`function ${fn}`);
+    const covered = (f: string) => match.functions!.some((pattern) => glob(pattern, f));
+    if (every) {
+      if (!statement.functions.every(covered)) return undefined;
+      why.push(statement.functions.length === 0 ? 'no function' : `only ${statement.functions.join(', ')}`);
+    } else {
+      const fn = statement.functions.find(covered);
+      if (fn === undefined) return undefined;
+      why.push(`function ${fn}`);
+    }
   }
   if (match.hasWhere !== undefined) {
     if (statement.hasWhere !== match.hasWhere) return undefined;
@@ -348,6 +365,22 @@ function tableMatches(
   const schemas = searchPath && searchPath.length > 0 ? searchPath : ['public'];
   const matchesIn = (schema: string) => glob(pattern, `${schema}.${table.name}`);
   return action === 'allow' ? schemas.every(matchesIn) : schemas.some(matchesIn);
+}
+
+function tableName(table: TableRef): string {
+  return table.schema ? `${table.schema}.${table.name}` : table.name;
+}
+
+/**
+ * Column references are matched as written (c.email) and by their last part
+ * (email). A star (*, c.*) names columns Warden cannot list without the
+ * catalog: it may hold any column for a rule that refuses, and only what a
+ * `*` pattern allows for a rule that allows.
+ */
+function columnMatches(pattern: string, column: string, allow: boolean): boolean {
+  const name = column.split('.').at(-1)!;
+  if (name === '*') return allow ? pattern === '*' : true;
+  return glob(pattern, column) || glob(pattern, name);
 }
 
 /** Shell-style glob: * any run of characters, ? one; case-sensitive like quoted identifiers. */

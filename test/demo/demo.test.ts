@@ -182,6 +182,33 @@ describe('npm run demo', {
     assert.equal(allowed.stdout.trim(), '1000');
   });
 
+  it('gives each identity its own decisions under the demo policy', async () => {
+    const ana = commands.get('ana')!;
+    const bot = commands.get('support_bot')!;
+    const etl = commands.get('etl_nightly')!;
+    const blocked = await psql(ana, 'DELETE FROM orders');
+    assert.notEqual(blocked.code, 0);
+    assert.match(blocked.stderr, /refused this statement by rule "guardrail:write-without-where"/);
+    const review = await psql(ana, "UPDATE orders SET status = 'refunded' WHERE id = 1");
+    assert.match(review.stderr, /approval required by rule "order-changes-need-review"/);
+    const botOrders = await psql(bot, 'SELECT id, total FROM orders ORDER BY id LIMIT 3');
+    assert.equal(botOrders.code, 0, botOrders.stderr);
+    assert.equal(botOrders.stdout.trim().split('\n').length, 3);
+    const botCustomers = await psql(bot, 'SELECT email FROM customers LIMIT 3');
+    assert.match(
+      botCustomers.stderr,
+      /refused this statement by default: no rule allows this for agent identities/,
+    );
+    const anaCustomers = await psql(ana, 'SELECT email FROM customers LIMIT 3');
+    assert.equal(anaCustomers.code, 0, anaCustomers.stderr);
+    const ids = await psql(ana, 'SELECT * FROM customers LIMIT 1');
+    assert.match(ids.stderr, /national ID numbers never leave the database/);
+    const paged = await psql(etl, 'SELECT id FROM orders');
+    assert.equal(paged.code, 0, paged.stderr);
+    assert.equal(paged.stdout.trim().split('\n').length, 100);
+    assert.match(paged.stderr, /first 100 of 1000 rows/);
+  });
+
   it('stops on SIGINT with exit code 0 and removes its folder', async () => {
     child.kill('SIGINT');
     const { code, signal } = await exited;

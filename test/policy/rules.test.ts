@@ -212,3 +212,51 @@ describe('helpers', () => {
     );
   });
 });
+
+describe('what a rule covers', () => {
+  const policy: Policy = {
+    rules: [
+      {
+        name: 'bot-reads-orders',
+        match: { identityKinds: ['agent'], tables: ['public.orders'] },
+        action: 'allow',
+      },
+      { name: 'no-card-numbers', match: { columns: ['card_number'] }, action: 'deny' },
+      { name: 'no-hr', match: { tables: ['hr.*'] }, action: 'deny' },
+    ],
+  };
+
+  it('an allow rule must cover every table: a join cannot bring in another', () => {
+    assert.equal(verdict(policy, bot, 'SELECT total FROM orders WHERE id = 1').action, 'allow');
+    const joined = verdict(
+      policy,
+      bot,
+      'SELECT o.total, c.city FROM orders o JOIN customers c ON c.id = o.customer_id',
+    );
+    assert.equal(joined.action, 'deny');
+    assert.equal(joined.rule, undefined); // the default for agents decided
+  });
+
+  it('a star may hold any column for a rule that refuses', () => {
+    assert.equal(verdict(policy, ana, 'SELECT * FROM customers').rule, 'no-card-numbers');
+    assert.equal(verdict(policy, ana, 'SELECT c.* FROM customers c').rule, 'no-card-numbers');
+    assert.equal(verdict(policy, ana, 'SELECT city FROM customers').action, 'allow');
+  });
+
+  it('an unqualified name may be in any schema of the search_path', () => {
+    const withPath = (sql: string, searchPath: string[]) =>
+      evaluate(policy, {
+        identity: bot,
+        target: shop,
+        applicationName: 'psql',
+        statements: analyse(sql).statements,
+        now: new Date(),
+        searchPath,
+      });
+    assert.equal(withPath('SELECT amount FROM salaries', ['hr', 'public']).rule, 'no-hr');
+    assert.equal(withPath('SELECT total FROM orders', ['public']).action, 'allow');
+    // orders could be hr.orders: the allow rule for public.orders no longer covers it.
+    assert.equal(withPath('SELECT total FROM orders', ['hr', 'public']).rule, 'no-hr');
+    assert.equal(withPath('SELECT total FROM orders', ['sales', 'public']).action, 'deny');
+  });
+});
