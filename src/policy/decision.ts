@@ -79,6 +79,8 @@ export interface Allow extends DecisionBase {
   readonly action: 'allow';
   readonly transform: ResultTransform | null;
   readonly effects?: Effects;
+  /** A limit rule's timeout: Warden cancels the statement on the server when it runs longer. */
+  readonly statementTimeoutMs?: number;
 }
 
 export interface Deny extends DecisionBase {

@@ -103,7 +103,7 @@ export class PolicyEngine {
       return { statements, verdict, decision };
     }
     const effects = effectsOf(statements);
-    const { maxRows } = verdict.limits;
+    const { maxRows, statementTimeoutMs } = verdict.limits;
     return {
       statements,
       verdict,
@@ -112,6 +112,7 @@ export class PolicyEngine {
         action: 'allow',
         transform: maxRows === undefined ? null : rowLimit(maxRows, verdict.rule ?? 'limit'),
         ...(effects ? { effects } : {}),
+        ...(statementTimeoutMs !== undefined ? { statementTimeoutMs } : {}),
       },
     };
   }

@@ -8,9 +8,11 @@
  *    rule matches a batch when it matches any statement in it.
  * 2. The strongest action among the matches wins: deny > review > mask and
  *    limit > allow. The first matching rule with that action gives the message.
- * 3. With no match at all, statements that touch no data (transaction
- *    control, SET/SHOW of a setting) are allowed; anything else gets the
- *    default for the identity's kind (agents: deny unless a rule allows).
+ * 3. Mask and limit shape what is allowed but do not allow by themselves:
+ *    without a matching allow rule, statements that touch no data
+ *    (transaction control, SET/SHOW of a setting) are allowed, and anything
+ *    else gets the default for the identity's kind (agents: deny unless a
+ *    rule allows).
  */
 import type { IdentityConfig, IdentityKind, TargetConfig } from '../config/index.ts';
 import type { Hazard, StatementAnalysis, StatementKind, TableRef } from '../sql/analysis.ts';
@@ -203,33 +205,37 @@ export function evaluate(policy: Policy, input: PolicyInput): Verdict {
       break;
     }
   }
-  if (matched.length === 0 && input.statements.every(isHousekeeping)) {
-    return { action: 'allow', rule: undefined, message: HOUSEKEEPING, matched, limits };
+  // The strongest action wins; among equals, the first match (guardrails, then rules in file order).
+  const winner = matched.reduce<MatchedRule | undefined>(
+    (best, next) => (best === undefined || STRENGTH[next.action] > STRENGTH[best.action] ? next : best),
+    undefined,
+  );
+  if (winner !== undefined && STRENGTH[winner.action] >= STRENGTH.review) {
+    return { action: winner.action, rule: winner.rule, message: messageOf(winner), matched, limits };
   }
-  if (matched.length === 0) {
-    const action = policy.defaults?.[input.identity.kind] ?? DEFAULTS[input.identity.kind];
+  // Mask and limit shape what is allowed; they do not allow by themselves. Access comes from an
+  // allow rule, or from the default for the identity's kind.
+  const allowed = matched.some((m) => m.action === 'allow');
+  if (!allowed && input.statements.every(isHousekeeping)) {
+    return { action: winner?.action ?? 'allow', rule: winner?.rule, message: HOUSEKEEPING, matched, limits };
+  }
+  const fallback = policy.defaults?.[input.identity.kind] ?? DEFAULTS[input.identity.kind];
+  if (!allowed && fallback === 'deny') {
     return {
-      action,
+      action: 'deny',
       rule: undefined,
-      message:
-        action === 'deny'
-          ? `no rule allows this for ${input.identity.kind} identities (default: deny)`
-          : 'allowed by default',
+      message: `no rule allows this for ${input.identity.kind} identities (default: deny)`,
       matched,
       limits,
     };
   }
-  // The strongest action wins; among equals, the first match (guardrails, then rules in file order).
-  const winner = matched.reduce((best, next) =>
-    STRENGTH[next.action] > STRENGTH[best.action] ? next : best,
-  );
-  return {
-    action: winner.action,
-    rule: winner.rule,
-    message: winner.message ?? `${winner.action} by rule ${winner.rule}`,
-    matched,
-    limits,
-  };
+  if (winner === undefined)
+    return { action: 'allow', rule: undefined, message: 'allowed by default', matched, limits };
+  return { action: winner.action, rule: winner.rule, message: messageOf(winner), matched, limits };
+}
+
+function messageOf(winner: MatchedRule): string {
+  return winner.message ?? `${winner.action} by rule ${winner.rule}`;
 }
 
 const HOUSEKEEPING = 'allowed by default: session settings and transaction control';

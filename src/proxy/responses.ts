@@ -36,6 +36,8 @@ export interface Expected {
   readonly transform?: ResultTransform;
   /** The server refused it or discarded it unread. */
   readonly onFailed?: () => void;
+  /** It is no longer owed, answered or not. */
+  readonly onDone?: () => void;
 }
 
 /** Shared entries for the common case of nothing attached. */
@@ -95,6 +97,7 @@ export class ResponseTracker {
     if (this.discarding) {
       if (entry.kind !== Expect.Sync) {
         entry.onFailed?.();
+        entry.onDone?.();
         return;
       }
       this.discarding = false;
@@ -145,6 +148,7 @@ export class ResponseTracker {
 
   private pop(): Expected {
     const entry = this.queue[this.first++]!;
+    entry.onDone?.();
     if (this.first === this.queue.length) {
       this.queue.length = 0;
       this.first = 0;

@@ -46,7 +46,7 @@ import { MessageScanner } from '../protocol/postgres/scanner.ts';
 import { Writer } from '../protocol/postgres/writer.ts';
 import { type ErrorDetails, errorResponse } from './replies.ts';
 import { Expect, type Expected, PLAIN, ResponseTracker } from './responses.ts';
-import type { Upstream } from './upstream.ts';
+import { cancelUpstream, type Upstream } from './upstream.ts';
 
 const TERMINATE = Buffer.from([Code.Terminate, 0, 0, 0, 4]);
 /** A transformed result holds one server message at a time; PostgreSQL caps a field at 1 GB. */
@@ -331,7 +331,42 @@ export class Session {
   }
 
   private expectation(kind: Expect, decision: Allow): Expected {
+    if (decision.statementTimeoutMs !== undefined)
+      return this.timed(kind, decision, decision.statementTimeoutMs);
     return decision.transform ? { kind, transform: decision.transform } : PLAIN[kind];
+  }
+
+  /**
+   * A statement a limit rule gives a timeout: if the server has not answered
+   * it in time (counted from when Warden forwards it), Warden cancels it with
+   * the upstream cancel key, and the client reads why.
+   */
+  private timed(kind: Expect, decision: Allow, timeoutMs: number): Expected {
+    let state: 'waiting' | 'cancelled' | 'done' = 'waiting';
+    const timer = setTimeout(() => {
+      if (state !== 'waiting' || this.closed) return;
+      state = 'cancelled';
+      cancelUpstream(this.info.target, this.upstream.key);
+    }, timeoutMs);
+    timer.unref();
+    const inner = decision.transform;
+    const timedOut = errorResponse('ERROR', {
+      sqlstate: '57014',
+      message: `canceling statement due to statement timeout (${timeoutMs} ms, set by a Warden limit rule)`,
+    });
+    return {
+      kind,
+      transform: {
+        message: (type, frame) => {
+          if (state === 'cancelled' && type === Code.ErrorResponse) return timedOut;
+          return inner ? inner.message(type, frame) : frame;
+        },
+      },
+      onDone: () => {
+        if (state === 'waiting') state = 'done';
+        clearTimeout(timer);
+      },
+    };
   }
 
   /**

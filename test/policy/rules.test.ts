@@ -260,3 +260,29 @@ describe('what a rule covers', () => {
     assert.equal(withPath('SELECT total FROM orders', ['sales', 'public']).action, 'deny');
   });
 });
+
+describe('mask and limit shape access, they do not grant it', () => {
+  const policy: Policy = {
+    rules: [
+      { name: 'cap-everyone', match: {}, action: 'limit', maxRows: 10 },
+      { name: 'bot-reads', match: { identityKinds: ['agent'], statementKinds: ['read'] }, action: 'allow' },
+    ],
+  };
+
+  it('an agent with only a limit rule matching is still refused by default', () => {
+    const write = verdict(policy, bot, 'INSERT INTO orders VALUES (1)');
+    assert.equal(write.action, 'deny');
+    assert.deepEqual(
+      write.matched.map((m) => m.rule),
+      ['cap-everyone'],
+    );
+  });
+
+  it('with an allow rule, the limit applies', () => {
+    const read = verdict(policy, bot, 'SELECT id FROM orders');
+    assert.equal(read.action, 'limit');
+    assert.deepEqual(read.limits, { maxRows: 10 });
+    assert.equal(verdict(policy, ana, 'INSERT INTO orders VALUES (1)').action, 'limit');
+    assert.equal(verdict(policy, bot, 'BEGIN').action, 'limit');
+  });
+});
