@@ -213,7 +213,7 @@ describe('guardrails and evasions through real clients', { timeout: 120_000 }, (
   });
 
   it('psql: a refusal inside a transaction fails it; COMMIT rolls back; \\copy is judged', {
-    skip: !hasBinary('psql') && 'psql is not installed (Debian package postgresql-client)',
+    skip: !hasPsql && 'psql is not installed (Debian package postgresql-client)',
   }, async () => {
     const result = await psql(warden.conninfo('alice'), [], {
       input: [
