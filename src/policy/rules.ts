@@ -238,17 +238,22 @@ function messageOf(winner: MatchedRule): string {
   return winner.message ?? `${winner.action} by rule ${winner.rule}`;
 }
 
-const HOUSEKEEPING = 'allowed by default: session settings and transaction control';
+const HOUSEKEEPING =
+  'allowed by default: touches no data (transaction control, settings, a SELECT of no table)';
 const HOUSEKEEPING_COMMANDS = new Set(['VariableSetStmt', 'VariableShowStmt', 'DeallocateStmt']);
 
 /**
  * Statements that touch no data: BEGIN/COMMIT/ROLLBACK, SET/SHOW of a
- * setting (SET ROLE and friends carry hazards and are not among them).
+ * setting (SET ROLE and friends carry hazards and are not among them), a
+ * SELECT that reads no table and calls only plain functions.
  * Without a rule they are allowed for every kind, so drivers that set
  * client_encoding at startup or wrap reads in transactions just work.
  */
 function isHousekeeping(statement: StatementAnalysis): boolean {
   if (statement.kind === 'transaction' || statement.kind === 'empty') return true;
+  // SELECT 1, SELECT now(): a pool's health check reads no table.
+  if (statement.kind === 'read' && statement.tables.length === 0 && statement.hazards.length === 0)
+    return true;
   return HOUSEKEEPING_COMMANDS.has(statement.command) && statement.hazards.length === 0;
 }
 

@@ -154,10 +154,32 @@ describe('rules', () => {
   });
 
   it('denies agents by default unless a rule allows, and allows people and services by default', () => {
-    assert.equal(verdict({ rules: [] }, bot, 'SELECT 1').action, 'deny');
-    assert.match(verdict({ rules: [] }, bot, 'SELECT 1').message, /default: deny/);
-    assert.equal(verdict({ rules: [] }, ana, 'SELECT 1').action, 'allow');
-    assert.equal(verdict({ rules: [], defaults: { human: 'deny' } }, ana, 'SELECT 1').action, 'deny');
+    assert.equal(verdict({ rules: [] }, bot, 'SELECT id FROM orders').action, 'deny');
+    assert.match(verdict({ rules: [] }, bot, 'SELECT id FROM orders').message, /default: deny/);
+    assert.equal(verdict({ rules: [] }, ana, 'SELECT id FROM orders').action, 'allow');
+    assert.equal(
+      verdict({ rules: [], defaults: { human: 'deny' } }, ana, 'SELECT id FROM orders').action,
+      'deny',
+    );
+  });
+
+  it('allows what touches no data to everyone, so pools and drivers work: SELECT 1, BEGIN, SET', () => {
+    for (const sql of [
+      'SELECT 1',
+      'SELECT now(), version()',
+      'BEGIN',
+      "SET statement_timeout = '5s'",
+      'SHOW search_path',
+      '',
+    ])
+      assert.equal(verdict({ rules: [], defaults: { human: 'deny' } }, bot, sql).action, 'allow', sql);
+    for (const sql of [
+      'SELECT pg_sleep(1) FROM orders',
+      'SET ROLE postgres',
+      "SELECT pg_read_file('x')",
+      'SELECT public.f()',
+    ])
+      assert.equal(verdict({ rules: [] }, bot, sql).action, 'deny', sql);
   });
 
   it('matches time windows, wrapping midnight', () => {
