@@ -15,7 +15,7 @@
  */
 
 import type { ResultTransform } from '../policy/decision.ts';
-import { Code, type TransactionStatus } from '../protocol/postgres/messages.ts';
+import { Code } from '../protocol/postgres/messages.ts';
 
 export const Expect = {
   Parse: 0,
@@ -64,8 +64,6 @@ export class ResponseTracker {
   private discarding = false;
   /** The server is in COPY FROM STDIN and has not yet read the CopyDone/CopyFail. */
   private copyIn = false;
-  /** From the last ReadyForQuery. */
-  status: TransactionStatus = 'I';
 
   /** The oldest unanswered entry. */
   get head(): Expected | undefined {
@@ -74,16 +72,6 @@ export class ResponseTracker {
 
   get idle(): boolean {
     return this.first === this.queue.length;
-  }
-
-  /** An extended-protocol batch is open upstream: messages forwarded since the last Sync. */
-  get inBatch(): boolean {
-    for (let i = this.queue.length - 1; i >= this.first; i--) {
-      const kind = this.queue[i]!.kind;
-      if (endsAtReady(kind)) return false;
-      if (kind !== Expect.CopyEnd) return true;
-    }
-    return this.discarding;
   }
 
   /** A message went upstream. */
@@ -105,8 +93,8 @@ export class ResponseTracker {
     this.queue.push(entry);
   }
 
-  /** A server message ended; `firstByte` is its first body byte (ReadyForQuery's status). */
-  received(type: number, firstByte: number): void {
+  /** A server message ended. */
+  received(type: number): void {
     const head = this.head;
     switch (type) {
       case Code.ParseComplete:
@@ -132,7 +120,6 @@ export class ResponseTracker {
         this.extendedError();
         return;
       case Code.ReadyForQuery: {
-        this.status = String.fromCharCode(firstByte) as TransactionStatus;
         this.copyIn = false;
         // Anything older than the entry it answers was dropped by the server unanswered.
         while (this.head !== undefined) {

@@ -39,7 +39,7 @@ import { describeType } from '../protocol/postgres/codec.ts';
 import { ProtocolViolation } from '../protocol/postgres/errors.ts';
 import { writeParse } from '../protocol/postgres/extended.ts';
 import { Framer } from '../protocol/postgres/framer.ts';
-import { Code, type TransactionStatus } from '../protocol/postgres/messages.ts';
+import { Code } from '../protocol/postgres/messages.ts';
 import { writeQuery } from '../protocol/postgres/query.ts';
 import { Reader } from '../protocol/postgres/reader.ts';
 import { MessageScanner } from '../protocol/postgres/scanner.ts';
@@ -102,11 +102,6 @@ export class Session {
     this.framer.typed = true;
     this.searchPath = info.searchPath;
     this.serverFramer.typed = true;
-  }
-
-  /** The transaction status of the last ReadyForQuery from the server. */
-  get transactionStatus(): TransactionStatus {
-    return this.responses.status;
   }
 
   /** Flow-control state, for health views and tests of backpressure. */
@@ -478,8 +473,8 @@ export class Session {
     return chunk.subarray(stoppedAt);
   }
 
-  private readonly onServerMessageEnd = (type: number, _end: number, firstByte: number): boolean => {
-    this.responses.received(type, firstByte);
+  private readonly onServerMessageEnd = (type: number): boolean => {
+    this.responses.received(type);
     return this.responses.head?.transform !== undefined;
   };
 
@@ -493,12 +488,12 @@ export class Session {
     // One write per message here: cork so they leave in as few packets as the fast path's.
     this.client.cork();
     try {
-      this.serverFramer.push(chunk, (type, buffer, start, bodyStart, end) => {
+      this.serverFramer.push(chunk, (type, buffer, start, _bodyStart, end) => {
         const transform = this.responses.head?.transform;
         // Frames are views of the chunk (or of a joined copy), which nothing reuses: no copy needed.
         const frame = buffer.subarray(start, end);
         this.writeClient(transform ? transform.message(type, frame) : frame);
-        this.responses.received(type, end > bodyStart ? buffer[bodyStart]! : -1);
+        this.responses.received(type);
         if (!this.responses.head?.transform) {
           leave = true;
           this.serverFramer.stop();
