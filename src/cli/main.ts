@@ -13,6 +13,7 @@ import {
   startCommand,
 } from './commands.ts';
 import { UsageError } from './errors.ts';
+import { policyExplainCommand, policyTestCommand } from './policy.ts';
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config. */
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -57,6 +58,52 @@ key
   .argument('<key-id>', 'the id shown by `warden key list`')
   .requiredOption('-c, --config <file>', 'path to warden.yaml')
   .action(async (keyId: string, options: { config: string }) => keyRevokeCommand(keyId, options.config));
+
+const policy = program
+  .command('policy')
+  .description('see and test the decisions of a policy without a database');
+policy
+  .command('explain')
+  .description(
+    'show how Warden reads a statement, every rule that matches it and the decision; exits 0 whatever the decision',
+  )
+  .argument('<sql>', 'the SQL to judge, quoted as one argument')
+  .option('-c, --config <file>', 'path to warden.yaml', 'warden.yaml')
+  .requiredOption('-i, --identity <name>', 'identity the statement runs as')
+  .requiredOption('-t, --target <name>', 'target it runs on')
+  .option('-a, --application-name <name>', 'application_name of the session (default: none)')
+  .option('--json', 'print a JSON object {statements, matched, decision} instead')
+  .action(
+    async (
+      sql: string,
+      options: { config: string; identity: string; target: string; applicationName?: string; json?: boolean },
+    ) => policyExplainCommand(sql, options),
+  );
+policy
+  .command('test')
+  .description('check a YAML file of cases (identity, target, sql, expected action) against the policy')
+  .argument('<cases>', 'YAML file with a list under cases:')
+  .option('-c, --config <file>', 'path to warden.yaml', 'warden.yaml')
+  .addHelpText(
+    'after',
+    `
+Each case: identity, target, sql, expect (allow | deny | review | mask | limit),
+and optionally name, rule (the rule that must decide) and applicationName:
+
+  cases:
+    - name: nobody deletes a whole table
+      identity: alice
+      target: shop
+      sql: DELETE FROM orders
+      expect: deny
+      rule: guardrail:write-without-where
+
+Exit codes: 0 every case passed, 1 some case failed, 2 bad usage, config or cases file.`,
+  )
+  .action(async (cases: string, options: { config: string }) => {
+    const { failed } = await policyTestCommand(cases, options);
+    process.exitCode = failed === 0 ? EXIT.ok : EXIT.failure;
+  });
 
 program
   .command('demo')
