@@ -344,14 +344,20 @@ policy:
     );
   });
 
-  it('a simple batch with a refused statement is refused whole: nothing in it runs', async () => {
+  /** Sends the steps through Warden and reads the replies up to the second ReadyForQuery. */
+  async function throughWarden(...steps: Step[]): Promise<BackendMessage[]> {
     const client = await RawClient.login(warden.port, 'etl', database.name, warden.keys.etl!);
-    client.send(
+    client.send(...steps);
+    const replies = [...(await client.untilReady()), ...(await client.untilReady())];
+    client.close();
+    return replies;
+  }
+
+  it('a simple batch with a refused statement is refused whole: nothing in it runs', async () => {
+    const replies = await throughWarden(
       q(`INSERT INTO t VALUES (1); ${REFUSED}; INSERT INTO t VALUES (2)`),
       q('SELECT count(*)::int FROM t'),
     );
-    const replies = [...(await client.untilReady()), ...(await client.untilReady())];
-    client.close();
     assert.deepEqual(summary(replies), [
       'E:refused',
       'Z:I',
@@ -370,10 +376,7 @@ policy:
   });
 
   it('refuses SQL it cannot parse with the parser’s error and position (42601), never forwarding it', async () => {
-    const client = await RawClient.login(warden.port, 'etl', database.name, warden.keys.etl!);
-    client.send(q('SELECT 1; DELET FROM t'), parse('SELEC 1'), sync);
-    const replies = [...(await client.untilReady()), ...(await client.untilReady())];
-    client.close();
+    const replies = await throughWarden(q('SELECT 1; DELET FROM t'), parse('SELEC 1'), sync);
     assert.deepEqual(summary(replies), ['E:42601', 'Z:I', 'E:42601', 'Z:I']);
     const first = replies[0]!;
     assert.ok(first.type === 'ErrorResponse');
@@ -382,8 +385,7 @@ policy:
   });
 
   it('refuses a FunctionCall message (a function named by OID cannot be judged)', async () => {
-    const client = await RawClient.login(warden.port, 'etl', database.name, warden.keys.etl!);
-    client.send(
+    const replies = await throughWarden(
       {
         type: 'FunctionCall',
         functionOid: 1_598 /* random() */,
@@ -393,8 +395,6 @@ policy:
       },
       q('SELECT 1'),
     );
-    const replies = [...(await client.untilReady()), ...(await client.untilReady())];
-    client.close();
     assert.deepEqual(summary(replies), [
       'E:refused',
       'Z:I',
