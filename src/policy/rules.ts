@@ -296,14 +296,15 @@ function matches(rule: Rule, statement: StatementAnalysis, input: PolicyInput): 
   // rule does not name); a rule that refuses or restricts applies when it covers any part of it.
   const every = rule.action === 'allow';
   if (match.tables) {
-    const tables = statement.tables.filter((t) => match.access === undefined || t.access === match.access);
     const covered = (t: TableRef) =>
+      (match.access === undefined || t.access === match.access) &&
       match.tables!.some((pattern) => tableMatches(pattern, t, rule.action, input.searchPath));
     if (every) {
-      if (!tables.every(covered)) return undefined;
-      why.push(tables.length === 0 ? 'no table' : `only ${tables.map(tableName).join(', ')}`);
+      // Every table the statement touches, in the access given: `access: read` allows no write.
+      if (statement.tables.length === 0 || !statement.tables.every(covered)) return undefined;
+      why.push(`only ${statement.tables.map(tableName).join(', ')}`);
     } else {
-      const table = tables.find(covered);
+      const table = statement.tables.find(covered);
       if (!table) return undefined;
       why.push(`${table.access} of ${tableName(table)}`);
     }

@@ -308,3 +308,28 @@ describe('mask and limit shape access, they do not grant it', () => {
     assert.equal(verdict(policy, bot, 'BEGIN').action, 'limit');
   });
 });
+
+describe('an allow rule with access: read', () => {
+  const policy: Policy = {
+    defaults: { service: 'deny' },
+    rules: [
+      {
+        name: 'read-reference',
+        match: { identityKinds: ['service'], tables: ['reference.*'], access: 'read' },
+        action: 'allow',
+      },
+    ],
+  };
+
+  it('allows reads of those tables and nothing that writes, even elsewhere', () => {
+    assert.equal(verdict(policy, etl, 'SELECT code FROM reference.countries').action, 'allow');
+    for (const sql of [
+      'DELETE FROM public.orders WHERE id = 1',
+      "UPDATE public.orders SET status = 'x' WHERE id = 1",
+      'INSERT INTO public.orders SELECT * FROM reference.countries',
+      'SELECT * FROM public.orders',
+    ]) {
+      assert.equal(verdict(policy, etl, sql).action, 'deny', sql);
+    }
+  });
+});
