@@ -52,12 +52,22 @@ export class PolicyEngine {
       return refused(context, { sqlstate: '42601', message: error.message, position: error.position });
     }
     const statements: StatementAnalysis[] = [];
+    // PREPAREs earlier in this batch: `PREPARE p AS ...; EXECUTE p` in one Query.
+    const preparedHere = new Map<string, StatementAnalysis>();
     for (const statement of analysis.statements) {
+      const prepare = statement.prepares;
+      if (prepare && context.source === 'bind' && prepare.name === context.name) {
+        // A Bind of a statement SQL PREPARE made runs what was prepared, and prepares nothing.
+        statements.push(prepare.statement);
+        continue;
+      }
+      if (prepare) preparedHere.set(prepare.name, prepare.statement);
       if (statement.executes === undefined) {
         statements.push(analysis.statements.length === 1 ? withText(statement, sql) : statement);
         continue;
       }
-      const executed = this.prepared(context, statement.executes);
+      const inBatch = preparedHere.get(statement.executes);
+      const executed = inBatch ? [inBatch] : this.prepared(context, statement.executes);
       if (executed === undefined) {
         return refused(context, {
           sqlstate: '26000',
@@ -102,8 +112,22 @@ export class PolicyEngine {
             };
       return { statements, verdict, decision };
     }
-    const effects = effectsOf(statements);
     const { maxRows, statementTimeoutMs } = verdict.limits;
+    if (maxRows !== undefined && statements.some((s) => s.command === 'DeclareCursorStmt')) {
+      // FETCH would read the rows past the cap: a limited result is read in one statement.
+      return {
+        statements,
+        verdict,
+        decision: {
+          ...base,
+          action: 'deny',
+          sqlstate: '42501',
+          message: `rule "${verdict.rule}" limits results to ${maxRows} rows, which a cursor would not keep`,
+          hint: 'Run the query without DECLARE CURSOR; its first rows are returned.',
+        },
+      };
+    }
+    const effects = context.source === 'bind' ? undefined : effectsOf(statements);
     return {
       statements,
       verdict,

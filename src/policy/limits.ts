@@ -1,6 +1,6 @@
 /**
  * The row cap of a `limit` rule: a result transform that lets the first
- * maxRows rows of each result through, drops the rest as they stream by
+ * maxRows rows of each result (DataRow, or CopyData of COPY TO STDOUT) through, drops the rest as they stream by
  * (the server still produces them; the client never sees them), and tells
  * the client with a notice before the result's CommandComplete, whose row
  * count then says what was delivered.
@@ -17,7 +17,8 @@ export function rowLimit(maxRows: number, rule: string): ResultTransform {
   let rows = 0;
   return {
     message(type, frame) {
-      if (type === Code.DataRow) return ++rows > maxRows ? NOTHING : frame;
+      // COPY ... TO STDOUT sends one row per CopyData: it is capped alike.
+      if (type === Code.DataRow || type === Code.CopyData) return ++rows > maxRows ? NOTHING : frame;
       if (type !== Code.CommandComplete) return frame;
       const seen = rows;
       rows = 0;

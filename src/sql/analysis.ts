@@ -138,7 +138,6 @@ const UTILITY_STATEMENTS = new Set([
   'LoadStmt',
   'ReindexStmt',
   'ClusterStmt',
-  'DeclareCursorStmt',
   'FetchStmt',
   'ClosePortalStmt',
   'ExecuteStmt',
@@ -332,7 +331,8 @@ function settingValues(args: unknown): string[] {
 }
 
 function kindOf(command: string): StatementKind {
-  if (command === 'SelectStmt') return 'read';
+  // DECLARE ... CURSOR FOR SELECT reads what its query reads (FETCH then delivers it).
+  if (command === 'SelectStmt' || command === 'DeclareCursorStmt') return 'read';
   if (WRITE_STATEMENTS.has(command) || command === 'TruncateStmt') return 'write';
   if (DCL_STATEMENTS.has(command)) return 'dcl';
   if (command === 'TransactionStmt') return 'transaction';

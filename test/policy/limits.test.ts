@@ -24,7 +24,7 @@ describe('limit rules', { timeout: 120_000 }, () => {
 policy:
   rules:
     - name: pages-of-five
-      match: { identities: [etl], statementKinds: [read] }
+      match: { identities: [etl], statementKinds: [read, copy] }
       action: limit
       maxRows: 5
     - name: quick-agents
@@ -63,6 +63,24 @@ policy:
       'Warden returned the first 5 of 50 rows (rule "pages-of-five" limits results to 5 rows)',
       'Warden returned the first 5 of 50 rows (rule "pages-of-five" limits results to 5 rows)',
     ]);
+    await client.end();
+  });
+
+  it('caps COPY TO STDOUT alike, refuses a cursor that would read past the cap, and judges EXECUTE of a batch PREPARE', async () => {
+    const client = new pg.Client(warden.pgConfig('etl'));
+    client.on('notice', () => {});
+    await client.connect();
+    const copied = await client.query('COPY (SELECT g FROM generate_series(1, 50) g) TO STDOUT');
+    assert.equal(copied.rowCount, 5);
+    await client.query('BEGIN');
+    await assert.rejects(client.query('DECLARE c CURSOR FOR SELECT g FROM generate_series(1, 50) g'), {
+      code: '42501',
+    });
+    await client.query('ROLLBACK');
+    const results = (await client.query(
+      'PREPARE p AS SELECT g FROM generate_series(1, 50) g; EXECUTE p',
+    )) as unknown as pg.QueryResult[];
+    assert.equal(results[1]!.rows.length, 5);
     await client.end();
   });
 
