@@ -1,10 +1,12 @@
 /**
- * The four ways pgbench reaches PostgreSQL: directly, through Warden, through
- * PgBouncer and through a plain byte relay. Each proxy runs as a child on a
- * port picked here, in a temporary folder removed at the end.
+ * The ways pgbench reaches PostgreSQL: directly, through Warden (as `warden
+ * start`, with one or two workers; with the decision hook alone; with a
+ * 20-rule policy), through PgBouncer and through a plain byte relay. Each
+ * proxy runs as a child on a port picked here, in a temporary folder removed
+ * at the end.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,8 +16,19 @@ import type { Endpoint } from './run-pgbench.ts';
 
 const run = promisify(execFile);
 
-export const PATH_NAMES = ['direct', 'warden', 'warden-2w', 'pgbouncer', 'relay'] as const;
+export const PATH_NAMES = [
+  'direct',
+  'warden',
+  'warden-2w',
+  'warden-hook',
+  'warden-policy',
+  'pgbouncer',
+  'relay',
+] as const;
 export type PathName = (typeof PATH_NAMES)[number];
+
+/** What runs without --paths: warden-hook and warden-policy only when asked for (they add 40% to the run). */
+export const DEFAULT_PATHS: readonly PathName[] = ['direct', 'warden', 'warden-2w', 'pgbouncer', 'relay'];
 
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(BENCH_DIR, '..');
@@ -60,22 +73,43 @@ export function directPath(upstream: Upstream): BenchPath {
   };
 }
 
-/** Warden as `warden start`; `workers` > 1 runs that many processes behind the port (listen.workers). */
-export async function startWarden(upstream: Upstream, workers = 1): Promise<BenchPath> {
+/** The policy section of the warden-policy path (bench/policy.yaml), appended to its warden.yaml. */
+export const POLICY_FILE = path.join(BENCH_DIR, 'policy.yaml');
+
+/**
+ * How Warden runs: `cli` is `warden start` with the config's (here empty)
+ * policy section, over `workers` processes; `hook` and `policy` run
+ * bench/warden-server.ts, one process, with decide = allowAll, or with the
+ * 20 rules of bench/policy.yaml judged by the policy engine. hook and policy
+ * get the same identity, target and labels; only the decision differs.
+ */
+export type WardenMode =
+  | { readonly kind: 'cli'; readonly workers: number }
+  | { readonly kind: 'hook' | 'policy' };
+
+const WARDEN_PATH_NAMES = { hook: 'warden-hook', policy: 'warden-policy' } as const;
+
+/** Warden as `warden start`, or with a chosen decision point (see WardenMode). */
+export async function startWarden(
+  upstream: Upstream,
+  mode: WardenMode = { kind: 'cli', workers: 1 },
+): Promise<BenchPath> {
   const folder = temporaryFolder('warden-bench-');
   const port = await freePort();
   const file = path.join(folder, 'warden.yaml');
+  const cli = mode.kind === 'cli';
   writeFileSync(
     file,
     [
       'listen:',
       '  host: 127.0.0.1',
       `  port: ${port}`,
-      `  workers: ${workers}`,
+      `  workers: ${cli ? mode.workers : 1}`,
       'dataDir: ./data',
       'identities:',
       '  - name: bench',
       '    kind: service',
+      ...(cli ? [] : ['    groups: [pgbench, batch]']),
       'targets:',
       `  - name: ${upstream.database}`,
       `    host: ${upstream.host}`,
@@ -83,9 +117,11 @@ export async function startWarden(upstream: Upstream, workers = 1): Promise<Benc
       `    user: ${upstream.user}`,
       '    tls:',
       '      mode: disable',
+      ...(cli ? [] : ['    labels: { env: bench, tier: oltp }']),
       '    access:',
       '      identities: [bench]',
       '',
+      ...(mode.kind === 'policy' ? [readFileSync(POLICY_FILE, 'utf8')] : []),
     ].join('\n'),
   );
   const bin = path.join(REPO_ROOT, 'bin', 'warden.js');
@@ -102,17 +138,37 @@ export async function startWarden(upstream: Upstream, workers = 1): Promise<Benc
     throw new Error(`warden key create failed: ${failure.stderr?.trim() || failure.message}`);
   }
   if (key === '') throw new Error('warden key create printed no key on stdout');
-  const child = spawnManaged('warden', process.execPath, [bin, 'start', '--config', file], {
-    cwd: REPO_ROOT,
-  });
+  const name = cli ? (mode.workers > 1 ? 'warden-2w' : 'warden') : WARDEN_PATH_NAMES[mode.kind];
+  const child = cli
+    ? spawnManaged(name, process.execPath, [bin, 'start', '--config', file], { cwd: REPO_ROOT })
+    : spawnManaged(
+        name,
+        process.execPath,
+        [...profileFlags(name), '--import', 'tsx', path.join(BENCH_DIR, 'warden-server.ts'), file, mode.kind],
+        { cwd: REPO_ROOT },
+      );
   await child.waitForLine(/listening/, STARTUP_TIMEOUT_MS);
   return {
-    name: workers > 1 ? 'warden-2w' : 'warden',
+    name,
     endpoint: { host: '127.0.0.1', port, user: 'bench', database: upstream.database, password: key },
     child,
-    notes: [],
+    notes:
+      mode.kind === 'hook'
+        ? ['bench/warden-server.ts, decide = allowAll (decision hook only)']
+        : mode.kind === 'policy'
+          ? [
+              `bench/warden-server.ts, policy engine with ${path.relative(REPO_ROOT, POLICY_FILE)} (20 rules, guardrails on)`,
+            ]
+          : [],
     version: undefined,
   };
+}
+
+/** BENCH_CPU_PROF=<folder>: the warden-hook and warden-policy processes write a V8 CPU profile there. */
+function profileFlags(name: string): string[] {
+  const folder = process.env.BENCH_CPU_PROF;
+  if (folder === undefined || folder === '') return [];
+  return ['--cpu-prof', '--cpu-prof-dir', path.resolve(folder), '--cpu-prof-name', `${name}.cpuprofile`];
 }
 
 /** `pgbouncer --version`, or undefined when it is not installed. */
@@ -205,14 +261,15 @@ export async function startRelay(upstream: Upstream): Promise<BenchPath> {
   };
 }
 
-/** One `select 1` through the path, so a broken path fails here with its own words. */
-export async function probe(benchPath: BenchPath): Promise<void> {
+/** One statement through the path with psql; resolves with psql's stdout, rejects with its stderr. */
+async function psqlThrough(benchPath: BenchPath, sql: string): Promise<string> {
   const { endpoint } = benchPath;
   const env: NodeJS.ProcessEnv = { ...process.env, PGCONNECT_TIMEOUT: '10', PGSSLMODE: 'disable' };
   delete env.PGPASSWORD;
+  delete env.PGAPPNAME;
   if (endpoint.password !== undefined) env.PGPASSWORD = endpoint.password;
   try {
-    await run(
+    const { stdout } = await run(
       'psql',
       [
         '-X',
@@ -227,15 +284,43 @@ export async function probe(benchPath: BenchPath): Promise<void> {
         '-d',
         endpoint.database,
         '-c',
-        'select 1',
+        sql,
       ],
       { env, timeout: 30_000 },
     );
+    return stdout;
   } catch (error) {
     const failure = error as { stderr?: string; message: string };
-    const tail = benchPath.child ? `\n${benchPath.name} output:\n${benchPath.child.tail()}` : '';
-    throw new Error(
-      `select 1 through ${benchPath.name} failed: ${failure.stderr?.trim() || failure.message}${tail}`,
-    );
+    throw new Error(failure.stderr?.trim() || failure.message);
   }
+}
+
+/** One `select 1` through the path, so a broken path fails here with its own words. */
+export async function probe(benchPath: BenchPath): Promise<void> {
+  try {
+    await psqlThrough(benchPath, 'select 1');
+  } catch (error) {
+    const tail = benchPath.child ? `\n${benchPath.name} output:\n${benchPath.child.tail()}` : '';
+    throw new Error(`select 1 through ${benchPath.name} failed: ${(error as Error).message}${tail}`);
+  }
+}
+
+/**
+ * That warden-policy really judges: a read of pgbench_accounts from psql
+ * (application_name psql, which no rule allows for it) must be refused by
+ * the policy's default, while pgbench's own reads are allowed by rule.
+ */
+export async function probePolicyInForce(benchPath: BenchPath): Promise<string> {
+  const sql = 'SELECT abalance FROM pgbench_accounts WHERE aid = 1';
+  let output: string;
+  try {
+    output = await psqlThrough(benchPath, sql);
+  } catch (error) {
+    const message = (error as Error).message;
+    if (/Warden refused this statement/.test(message)) return message.split('\n')[0]!;
+    throw new Error(`${sql} through ${benchPath.name} failed, but not by the policy: ${message}`);
+  }
+  throw new Error(
+    `${sql} through ${benchPath.name} was allowed (printed ${JSON.stringify(output.trim())}): the policy is not in force`,
+  );
 }

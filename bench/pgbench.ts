@@ -12,6 +12,19 @@
  *   --scale   BENCH_SCALE    10   pgbench -i -s
  *   --warmup  BENCH_WARMUP   2    seconds of unmeasured pgbench per path before round 1 (0: none)
  *   --paths   BENCH_PATHS    direct,warden,warden-2w,pgbouncer,relay
+ *                            (also warden-hook, warden-policy; direct is required)
+ *
+ * The cost of the policy engine: warden-hook is Warden with the decision hook
+ * alone (decide = allowAll), warden-policy the same Warden judging every
+ * statement with the 20 rules of bench/policy.yaml. They are not in the
+ * default set (they would add 40% to its 16 minutes); run them with
+ *
+ *   npm run bench -- --paths direct,warden-hook,warden-policy
+ *
+ * which adds a "policy cost" block: per workload, the median over rounds of
+ * warden-policy TPS / warden-hook TPS and both paths' CPU µs per transaction.
+ * BENCH_CPU_PROF=<folder> makes those two processes write V8 CPU profiles;
+ * bench/warden-server.ts, which runs them, can also time each decide call.
  *
  * It creates the database warden_bench_<pid> on 127.0.0.1:5432 (user postgres)
  * and drops it at the end, also after an error or Ctrl-C.
@@ -25,19 +38,29 @@ import { clockTicksPerSecond, cpuSeconds, killAllNow, stopAll } from './children
 import {
   BENCH_DIR,
   type BenchPath,
+  DEFAULT_PATHS,
   directPath,
   PATH_NAMES,
   type PathName,
   pgbouncerTracksPreparedStatements,
   pgbouncerVersion,
   probe,
+  probePolicyInForce,
   removeTemporaryFolders,
   startPgbouncer,
   startRelay,
   startWarden,
   type Upstream,
 } from './paths.ts';
-import { formatTable, type RunRecord, summarise, summaryLine, type WorkloadReport } from './report.ts';
+import {
+  formatTable,
+  pairRatio,
+  policyCostLine,
+  type RunRecord,
+  summarise,
+  summaryLine,
+  type WorkloadReport,
+} from './report.ts';
 import { checkPgbench, initialise, PgbenchError, runPgbench } from './run-pgbench.ts';
 
 interface Workload {
@@ -73,6 +96,7 @@ const WORKLOADS: readonly Workload[] = MODES.flatMap((mode) =>
 );
 
 const MAX_CLIENTS = Math.max(...CLIENTS.map((entry) => entry.clients));
+const NAME_WIDTH = Math.max(...PATH_NAMES.map((name) => name.length));
 
 interface Settings {
   readonly rounds: number;
@@ -95,7 +119,8 @@ function settings(): Settings {
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run bench -- [--rounds N] [--seconds N] [--scale N] [--warmup N] [--paths direct,warden,warden-2w,pgbouncer,relay]\n' +
+      `usage: npm run bench -- [--rounds N] [--seconds N] [--scale N] [--warmup N] [--paths ${DEFAULT_PATHS.join(',')}]\n` +
+        `paths: ${PATH_NAMES.join(', ')} (default: ${DEFAULT_PATHS.join(',')}; direct is required)\n` +
         'environment: BENCH_ROUNDS, BENCH_SECONDS, BENCH_SCALE, BENCH_WARMUP, BENCH_PATHS\n',
     );
     process.exit(0);
@@ -111,7 +136,7 @@ function settings(): Settings {
     }
     return value;
   };
-  const pathList = (values.paths ?? process.env.BENCH_PATHS ?? PATH_NAMES.join(','))
+  const pathList = (values.paths ?? process.env.BENCH_PATHS ?? DEFAULT_PATHS.join(','))
     .split(',')
     .map((name) => name.trim())
     .filter(Boolean);
@@ -227,9 +252,13 @@ async function startPath(name: PathName): Promise<BenchPath> {
     case 'direct':
       return directPath(upstream);
     case 'warden':
-      return startWarden(upstream);
+      return startWarden(upstream, { kind: 'cli', workers: 1 });
     case 'warden-2w':
-      return startWarden(upstream, 2);
+      return startWarden(upstream, { kind: 'cli', workers: 2 });
+    case 'warden-hook':
+      return startWarden(upstream, { kind: 'hook' });
+    case 'warden-policy':
+      return startWarden(upstream, { kind: 'policy' });
     case 'pgbouncer':
       return startPgbouncer(upstream, MAX_CLIENTS, 'transaction');
     case 'relay':
@@ -331,6 +360,7 @@ async function main(): Promise<void> {
     try {
       const benchPath = await startPath(name);
       await probe(benchPath);
+      if (name === 'warden-policy') log(`${name}: policy in force: ${await probePolicyInForce(benchPath)}`);
       active.push(benchPath);
       log(
         `${name}: ready on ${benchPath.endpoint.host}:${benchPath.endpoint.port}${benchPath.child ? ` (pid ${benchPath.child.pid})` : ''}`,
@@ -396,7 +426,7 @@ async function main(): Promise<void> {
         if (interrupted) return;
         runs.get(workload.id)!.push(record);
         log(
-          `  ${workload.title.padEnd(32)} ${benchPath.name.padEnd(9)} ` +
+          `  ${workload.title.padEnd(32)} ${benchPath.name.padEnd(NAME_WIDTH)} ` +
             (record.error === undefined
               ? `${record.tps!.toFixed(1).padStart(9)} tps  ${record.latencyMs!.toFixed(3)} ms` +
                 (record.cpuUsPerTx === undefined ? '' : `  ${record.cpuUsPerTx.toFixed(1)} µs/tx CPU`)
@@ -414,6 +444,9 @@ async function main(): Promise<void> {
     notes: workload.prepared && preparedNote ? [preparedNote] : [],
     runs: runs.get(workload.id)!,
     summary: summarise(runs.get(workload.id)!, names),
+    ...(names.includes('warden-hook') && names.includes('warden-policy')
+      ? { policyVsHook: pairRatio(runs.get(workload.id)!, 'warden-policy', 'warden-hook') }
+      : {}),
   }));
 
   const environment = {
@@ -446,6 +479,14 @@ async function main(): Promise<void> {
   out('');
   out('Summary');
   for (const report of reports) out(summaryLine(report));
+  if (reports.some((report) => report.policyVsHook !== undefined)) {
+    out('');
+    out(
+      'Policy cost: warden-policy (20 rules of bench/policy.yaml) against warden-hook (decide = allowAll); ' +
+        'ratio: median of per-round TPS policy / hook.',
+    );
+    for (const report of reports) out(policyCostLine(report));
+  }
 
   const resultsDir = path.join(BENCH_DIR, 'results');
   mkdirSync(resultsDir, { recursive: true });

@@ -35,6 +35,18 @@ export interface WorkloadReport {
   readonly notes: readonly string[];
   readonly runs: readonly RunRecord[];
   readonly summary: Partial<Record<PathName, PathSummary>>;
+  /** warden-policy against warden-hook, when both ran. */
+  readonly policyVsHook?: PairRatio;
+}
+
+/** One path against another, round by round. */
+export interface PairRatio {
+  readonly path: PathName;
+  readonly baseline: PathName;
+  /** Median over rounds of path TPS / baseline TPS in the same round. */
+  readonly tpsRatio: number | null;
+  /** Median over rounds of the difference in CPU µs/tx (path - baseline). */
+  readonly cpuUsPerTxDelta: number | null;
 }
 
 export function median(values: readonly number[]): number | null {
@@ -66,6 +78,21 @@ export function summarise(runs: readonly RunRecord[], paths: readonly PathName[]
     };
   }
   return summary;
+}
+
+export function pairRatio(runs: readonly RunRecord[], name: PathName, baseline: PathName): PairRatio {
+  const byRound = new Map<number, RunRecord>();
+  for (const run of runs) if (run.path === baseline && run.tps !== undefined) byRound.set(run.round, run);
+  const ratios: number[] = [];
+  const deltas: number[] = [];
+  for (const run of runs) {
+    const base = byRound.get(run.round);
+    if (run.path !== name || run.tps === undefined || base === undefined) continue;
+    if (base.tps! > 0) ratios.push(run.tps / base.tps!);
+    if (run.cpuUsPerTx !== undefined && base.cpuUsPerTx !== undefined)
+      deltas.push(run.cpuUsPerTx - base.cpuUsPerTx);
+  }
+  return { path: name, baseline, tpsRatio: median(ratios), cpuUsPerTxDelta: median(deltas) };
 }
 
 const fixed = (value: number | null | undefined, digits: number) =>
@@ -116,6 +143,20 @@ export function summaryLine(report: WorkloadReport): string {
     `${report.title.padEnd(34)} warden/direct ${ratio('warden')}  warden-2w/direct ${ratio('warden-2w')}  ` +
     `pgbouncer/direct ${ratio('pgbouncer')}  relay/direct ${ratio('relay')}  ` +
     `warden CPU ${cpu('warden')} µs/tx (2 workers ${cpu('warden-2w')}) vs pgbouncer ${cpu('pgbouncer')} µs/tx`
+  );
+}
+
+/** The policy cost of one workload: warden-policy / warden-hook TPS and both paths' CPU per transaction. */
+export function policyCostLine(report: WorkloadReport): string {
+  const hook = report.summary['warden-hook'];
+  const policy = report.summary['warden-policy'];
+  const pair = report.policyVsHook;
+  const delta = pair?.cpuUsPerTxDelta;
+  return (
+    `${report.title.padEnd(34)} policy/hook ${fixed(pair?.tpsRatio, 3)}  ` +
+    `TPS ${fixed(policy?.medianTps, 1)} / ${fixed(hook?.medianTps, 1)}  ` +
+    `CPU µs/tx policy ${fixed(policy?.cpuUsPerTx, 1)} hook ${fixed(hook?.cpuUsPerTx, 1)}` +
+    (delta === null || delta === undefined ? '' : ` (${delta >= 0 ? '+' : ''}${delta.toFixed(1)})`)
   );
 }
 

@@ -39,6 +39,8 @@ function environment(endpoint: Endpoint): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, PGCONNECT_TIMEOUT: '10', PGSSLMODE: 'disable' };
   delete env.PGPASSWORD;
   delete env.PGSERVICE;
+  // pgbench then sends application_name pgbench, which the warden-policy rules match on.
+  delete env.PGAPPNAME;
   if (endpoint.password !== undefined) env.PGPASSWORD = endpoint.password;
   return env;
 }
