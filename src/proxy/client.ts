@@ -222,9 +222,7 @@ async function negotiateAndLogin(
     clientAddress,
     tls: onTls,
     applicationName: setting(request.settings, 'application_name') ?? '',
-    searchPath: setting(request.settings, 'search_path')
-      ?.split(',')
-      .map((schema) => schema.trim().replace(/^"(.*)"$/, '$1')),
+    searchPath: startupSearchPath(request.settings),
   };
   for (const [name, value] of request.settings) {
     const decision = context.decide({
@@ -382,4 +380,18 @@ function prefixed(raw: net.Socket, first: Buffer): Duplex {
 
 function setting(settings: readonly (readonly [string, string])[], wanted: string): string | undefined {
   return settings.find(([name]) => name.toLowerCase() === wanted)?.[1];
+}
+
+/**
+ * Every schema any search_path in the startup packet names: PostgreSQL
+ * applies them in an order (options before parameters, the last one wins)
+ * that Warden need not reproduce if it keeps them all.
+ */
+function startupSearchPath(settings: readonly (readonly [string, string])[]): string[] | undefined {
+  const schemas = settings
+    .filter(([name]) => name.toLowerCase() === 'search_path')
+    .flatMap(([, value]) => value.split(',').map((schema) => schema.trim().replace(/^"(.*)"$/, '$1')));
+  return schemas.length > 0
+    ? ['public', ...new Set(schemas)].filter((s, i, all) => all.indexOf(s) === i)
+    : undefined;
 }

@@ -8,8 +8,8 @@
  * - during COPY FROM STDIN it ignores Sync and Flush (libpq's extended COPY
  *   sends one Sync before the data and one after CopyDone);
  * - a message that fails on the server created nothing (a Parse or Bind that
- *   failed leaves no statement or portal), which `onFailed` lets the session
- *   undo.
+ *   failed leaves no statement or portal), which `settled` lets the session
+ *   undo; for a Query, `ok` means no error came back for it.
  * An entry's `transform` sees the server's messages while that entry is the
  * oldest unanswered one, up to and including the message that answers it.
  */
@@ -34,10 +34,10 @@ export type Expect = (typeof Expect)[keyof typeof Expect];
 export interface Expected {
   readonly kind: Expect;
   readonly transform?: ResultTransform;
-  /** The server refused it or discarded it unread. */
-  readonly onFailed?: () => void;
-  /** It is no longer owed, answered or not. */
-  readonly onDone?: () => void;
+  /** It is no longer owed: answered (ok), or refused or discarded unread (not ok). Called once. */
+  readonly settled?: (ok: boolean) => void;
+  /** The server is now working on it: everything before it is answered. */
+  readonly onHead?: () => void;
 }
 
 /** Shared entries for the common case of nothing attached. */
@@ -64,6 +64,13 @@ export class ResponseTracker {
   private discarding = false;
   /** The server is in COPY FROM STDIN and has not yet read the CopyDone/CopyFail. */
   private copyIn = false;
+  /** An error came back for the head entry (Query, FunctionCall or Sync: they end at ReadyForQuery). */
+  private headFailed = false;
+  /** Entries that end at ReadyForQuery: how many were queued, how many retired. */
+  private readyQueued = 0;
+  private readyRetired = 0;
+  /** The number of the last such entry the server answered as idle, outside any transaction. */
+  private idleAt = 0;
 
   /** The oldest unanswered entry. */
   get head(): Expected | undefined {
@@ -72,6 +79,20 @@ export class ResponseTracker {
 
   get idle(): boolean {
     return this.first === this.queue.length;
+  }
+
+  /** A mark for "now", to ask later whether a transaction has ended since (see endedSince). */
+  get mark(): number {
+    return this.readyQueued;
+  }
+
+  /**
+   * True when the transaction may have ended after a point marked earlier
+   * (portals made before it would be gone): the server went idle since, or
+   * a Sync or Query sent since is not answered yet, so nobody can tell.
+   */
+  mayHaveEndedSince(mark: number): boolean {
+    return this.idleAt > mark || (this.readyQueued > mark && this.readyRetired < this.readyQueued);
   }
 
   /** A message went upstream. */
@@ -84,48 +105,53 @@ export class ResponseTracker {
     if (this.copyIn && entry.kind === Expect.Sync) return; // ignored by the server
     if (this.discarding) {
       if (entry.kind !== Expect.Sync) {
-        entry.onFailed?.();
-        entry.onDone?.();
+        entry.settled?.(false);
         return;
       }
       this.discarding = false;
     }
+    if (endsAtReady(entry.kind)) this.readyQueued++;
     this.queue.push(entry);
+    if (this.first === this.queue.length - 1) entry.onHead?.();
   }
 
-  /** A server message ended. */
-  received(type: number): void {
+  /** A server message ended; `firstByte` is its first body byte (ReadyForQuery's status). */
+  received(type: number, firstByte: number): void {
     const head = this.head;
     switch (type) {
       case Code.ParseComplete:
       case Code.BindComplete:
       case Code.CloseComplete:
         if (head && (head.kind === Expect.Parse || head.kind === Expect.Bind || head.kind === Expect.Close))
-          this.pop();
+          this.retire(true);
         return;
       case Code.RowDescription:
       case Code.NoData:
-        if (head?.kind === Expect.Describe) this.pop();
+        if (head?.kind === Expect.Describe) this.retire(true);
         return;
       case Code.CommandComplete:
       case Code.EmptyQueryResponse:
       case Code.PortalSuspended:
-        if (head?.kind === Expect.Execute) this.pop();
+        if (head?.kind === Expect.Execute) this.retire(true);
         return;
       case Code.CopyInResponse:
         this.copyInBegins();
         return;
       case Code.ErrorResponse:
-        if (head === undefined || endsAtReady(head.kind)) return;
-        this.extendedError();
+        if (head === undefined) return;
+        if (endsAtReady(head.kind)) this.headFailed = true;
+        else this.extendedError();
         return;
       case Code.ReadyForQuery: {
         this.copyIn = false;
         // Anything older than the entry it answers was dropped by the server unanswered.
         while (this.head !== undefined) {
-          const entry = this.pop();
-          if (endsAtReady(entry.kind)) break;
-          entry.onFailed?.();
+          const ends = endsAtReady(this.head.kind);
+          const ok = ends && !this.headFailed;
+          this.retire(ok);
+          if (!ends) continue;
+          if (firstByte === 0x49 /* I */) this.idleAt = this.readyRetired;
+          break;
         }
         return;
       }
@@ -133,9 +159,13 @@ export class ResponseTracker {
     }
   }
 
-  private pop(): Expected {
+  /** Takes the head off the queue and tells it how it ended. */
+  private retire(ok: boolean): void {
     const entry = this.queue[this.first++]!;
-    entry.onDone?.();
+    if (endsAtReady(entry.kind)) {
+      this.readyRetired++;
+      this.headFailed = false;
+    }
     if (this.first === this.queue.length) {
       this.queue.length = 0;
       this.first = 0;
@@ -144,15 +174,20 @@ export class ResponseTracker {
       this.first = 0;
     }
     // A CopyDone/CopyFail the server ignored (no COPY was running) owes nothing.
-    while (this.head?.kind === Expect.CopyEnd) this.pop();
-    return entry;
+    while (this.head?.kind === Expect.CopyEnd) this.first++;
+    if (this.first === this.queue.length) {
+      this.queue.length = 0;
+      this.first = 0;
+    }
+    entry.settled?.(ok);
+    this.head?.onHead?.();
   }
 
   /** The head message failed: it and everything up to the next Sync are discarded. */
   private extendedError(): void {
     this.copyIn = false;
-    this.pop().onFailed?.();
-    while (this.head !== undefined && this.head.kind !== Expect.Sync) this.pop().onFailed?.();
+    this.retire(false);
+    while (this.head !== undefined && this.head.kind !== Expect.Sync) this.retire(false);
     if (this.head === undefined) this.discarding = true;
   }
 

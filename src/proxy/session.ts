@@ -53,6 +53,8 @@ const TERMINATE = Buffer.from([Code.Terminate, 0, 0, 0, 4]);
 const MAX_SERVER_MESSAGE = 0x7fffffff;
 /** What Warden sends in a refused message's place: a syntax error, so it can never run. */
 const REFUSED_SQL = '/* warden: statement refused */ WARDEN REFUSED';
+/** A prepared statement whose existence or text the server has not confirmed: refused until it has. */
+const UNKNOWN = Symbol('unknown prepared statement');
 /** The statement name of that stand-in when the refused message was not a Parse (never created). */
 const REFUSED_NAME = 'warden.refused';
 
@@ -71,11 +73,21 @@ export class Session {
    * PREPARE alike (they share the server's namespace). Entered when the
    * Parse is forwarded, taken back if the server refuses it.
    */
-  private readonly statements = new Map<string, string>();
-  /** The decision of each portal's Bind, by portal name: its Execute runs what was judged. */
-  private readonly portals = new Map<string, Allow>();
-  /** search_path as set by the client's SET statements (undefined: the startup value). */
+  private readonly statements = new Map<string, string | typeof UNKNOWN>();
+  /**
+   * The decision of each portal's Bind, by portal name: its Execute runs what
+   * was judged. `mark` tells when the Bind was sent: a portal does not
+   * outlive the transaction it was made in.
+   */
+  private readonly portals = new Map<string, { readonly decision: Allow; readonly mark: number }>();
+  /**
+   * Every schema this session's search_path has named (at startup or by
+   * SET): an unqualified table may be in any of them. It only grows, so a
+   * SET LOCAL, a rolled-back SET or a failed one can never narrow it.
+   */
   private searchPath: readonly string[] | undefined;
+  /** The client said Terminate: what it sent before is answered, then the session ends. */
+  private terminating = false;
   /** Warden refused an extended-protocol message: the client's messages up to Sync are dropped, as the server would. */
   private discarding = false;
   /** True while the server's bytes are framed whole for a transform. */
@@ -163,10 +175,17 @@ export class Session {
         const sql = new Reader(buffer, bodyStart, end).cstring();
         const decision = this.judge('query', sql, undefined);
         if (decision.action === 'deny') return this.refuse(decision, Expect.Query);
-        const refusal = this.applyEffects(decision.effects);
+        const effects = decision.effects;
+        if (effects === undefined) {
+          this.forward(buffer, start, end);
+          this.responses.sent(this.expectation(Expect.Query, decision));
+          return;
+        }
+        const refusal = this.applyEffects(effects);
         if (refusal) return this.refuse(refusal, Expect.Query);
         this.forward(buffer, start, end);
-        this.responses.sent(this.expectation(Expect.Query, decision));
+        const entry = this.expectation(Expect.Query, decision);
+        this.responses.sent({ ...entry, settled: (ok) => this.settleEffects(effects, ok) });
         return;
       }
       case Code.Parse: {
@@ -181,7 +200,7 @@ export class Session {
         this.statements.set(name, sql);
         this.forward(buffer, start, end);
         // A Parse the server refuses creates nothing (and an unnamed one drops the old unnamed statement).
-        this.responses.sent({ kind: Expect.Parse, onFailed: () => this.forgetStatement(name, sql) });
+        this.responses.sent({ kind: Expect.Parse, settled: (ok) => ok || this.forgetStatement(name, sql) });
         return;
       }
       case Code.Bind: {
@@ -189,25 +208,27 @@ export class Session {
         const portal = r.cstring();
         const statement = r.cstring();
         const sql = this.statements.get(statement);
-        if (sql === undefined) {
+        if (typeof sql !== 'string') {
           // Fail closed: Warden judges only what it knows a name holds.
-          return this.refuse(this.error('bind', undefined, missingStatement(statement)), Expect.Bind);
+          return this.refuse(this.error('bind', undefined, missingStatement(statement, sql)), Expect.Bind);
         }
         const decision = this.judge('bind', sql, statement);
         if (decision.action === 'deny') return this.refuse(decision, Expect.Bind);
-        this.portals.set(portal, decision);
+        const bound = { decision, mark: this.responses.mark };
+        this.portals.set(portal, bound);
         this.forward(buffer, start, end);
-        this.responses.sent({ kind: Expect.Bind, onFailed: () => this.forgetPortal(portal, decision) });
+        this.responses.sent({ kind: Expect.Bind, settled: (ok) => ok || this.forgetPortal(portal, bound) });
         return;
       }
       case Code.Execute: {
         const portal = new Reader(buffer, bodyStart, end).cstring();
-        const decision = this.portals.get(portal);
-        if (decision === undefined) {
+        const bound = this.portals.get(portal);
+        if (bound === undefined || this.responses.mayHaveEndedSince(bound.mark)) {
+          // Gone with its transaction, or may be (a SQL cursor of the same name is not what was judged).
+          this.portals.delete(portal);
           return this.refuse(this.error('execute', undefined, missingPortal(portal)), Expect.Execute);
         }
-        const refusal = this.applyEffects(decision.effects);
-        if (refusal) return this.refuse(refusal, Expect.Execute);
+        const { decision } = bound;
         this.forward(buffer, start, end);
         this.responses.sent(this.expectation(Expect.Execute, decision));
         return;
@@ -224,10 +245,23 @@ export class Session {
         const r = new Reader(buffer, bodyStart, end);
         const target = r.byte();
         const name = r.cstring();
-        if (target === 0x53 /* S */) this.statements.delete(name);
-        else this.portals.delete(name);
         this.forward(buffer, start, end);
-        this.responses.sent(PLAIN[Expect.Close]);
+        if (target !== 0x53 /* S */) {
+          this.portals.delete(name);
+          this.responses.sent(PLAIN[Expect.Close]);
+          return;
+        }
+        // Unknown until the server confirms: a Close it discards leaves the statement in place.
+        const before = this.statements.get(name);
+        if (before !== undefined) this.statements.set(name, UNKNOWN);
+        this.responses.sent({
+          kind: Expect.Close,
+          settled: (ok) => {
+            if (this.statements.get(name) !== UNKNOWN) return;
+            if (ok) this.statements.delete(name);
+            else if (before !== undefined) this.statements.set(name, before);
+          },
+        });
         return;
       }
       case Code.Describe:
@@ -248,8 +282,7 @@ export class Session {
         this.forward(buffer, start, end);
         return;
       case Code.Terminate:
-        this.flushRun();
-        this.close();
+        this.terminate();
         return;
       default:
         throw new ProtocolViolation(`unexpected message type ${describeType(type)} from the client`);
@@ -265,8 +298,7 @@ export class Session {
         this.responses.sent(PLAIN[Expect.Sync]);
         return;
       case Code.Terminate:
-        this.flushRun();
-        this.close();
+        this.terminate();
         return;
       case Code.Query:
       case Code.Parse:
@@ -311,7 +343,10 @@ export class Session {
     }
   }
 
-  private readonly preparedSql = (name: string): string | undefined => this.statements.get(name);
+  private readonly preparedSql = (name: string): string | undefined => {
+    const sql = this.statements.get(name);
+    return sql === UNKNOWN ? undefined : sql;
+  };
 
   /** A denial Warden makes itself (names the server would not know), in the shape of a decision. */
   private error(source: StatementSource, sql: string | undefined, details: ErrorDetails): Deny {
@@ -333,17 +368,12 @@ export class Session {
 
   /**
    * A statement a limit rule gives a timeout: if the server has not answered
-   * it in time (counted from when Warden forwards it), Warden cancels it with
-   * the upstream cancel key, and the client reads why.
+   * it in time (counted from when it is the oldest unanswered message),
+   * Warden cancels it with the upstream cancel key, and the client reads why.
    */
   private timed(kind: Expect, decision: Allow, timeoutMs: number): Expected {
-    let state: 'waiting' | 'cancelled' | 'done' = 'waiting';
-    const timer = setTimeout(() => {
-      if (state !== 'waiting' || this.closed) return;
-      state = 'cancelled';
-      cancelUpstream(this.info.target, this.upstream.key);
-    }, timeoutMs);
-    timer.unref();
+    let state: 'waiting' | 'running' | 'cancelled' | 'done' = 'waiting';
+    let timer: NodeJS.Timeout | undefined;
     const inner = decision.transform;
     const timedOut = errorResponse('ERROR', {
       sqlstate: '57014',
@@ -357,8 +387,19 @@ export class Session {
           return inner ? inner.message(type, frame) : frame;
         },
       },
-      onDone: () => {
-        if (state === 'waiting') state = 'done';
+      // The clock starts when the server is working on it, not while it waits behind others.
+      onHead: () => {
+        if (state !== 'waiting') return;
+        state = 'running';
+        timer = setTimeout(() => {
+          if (state !== 'running' || this.closed) return;
+          state = 'cancelled';
+          cancelUpstream(this.info.target, this.upstream.key);
+        }, timeoutMs);
+        timer.unref();
+      },
+      settled: () => {
+        if (state !== 'cancelled') state = 'done';
         clearTimeout(timer);
       },
     };
@@ -389,25 +430,58 @@ export class Session {
     this.responses.sent({ kind: Expect.Parse, transform });
   }
 
-  /** Applies what an allowed Query changes; returns the error PostgreSQL would give instead, if any. */
-  private applyEffects(effects: Effects | undefined): Deny | undefined {
-    if (effects === undefined) return undefined;
+  /**
+   * Applies what an allowed Query changes, before the server has answered
+   * (a pipelined EXECUTE may follow at once); returns the error PostgreSQL
+   * would give instead, if any. Names whose fate the answer decides are
+   * UNKNOWN until then (see settleEffects).
+   */
+  private applyEffects(effects: Effects): Deny | undefined {
     for (const { name } of effects.prepared ?? []) {
       if (this.statements.has(name)) return this.error('query', undefined, duplicateStatement(name));
     }
-    if (effects.deallocated === 'all') this.statements.clear();
-    else for (const name of effects.deallocated ?? []) this.statements.delete(name);
+    const deallocated =
+      effects.deallocated === 'all' ? [...this.statements.keys()] : (effects.deallocated ?? []);
+    for (const name of deallocated) if (this.statements.has(name)) this.statements.set(name, UNKNOWN);
     for (const { name, sql } of effects.prepared ?? []) this.statements.set(name, sql);
-    if (effects.searchPath !== undefined) this.searchPath = effects.searchPath ?? this.info.searchPath;
+    if (effects.searchPath !== undefined) {
+      const added = effects.searchPath ?? this.info.searchPath ?? [];
+      this.searchPath = [...new Set([...(this.searchPath ?? this.info.searchPath ?? ['public']), ...added])];
+    }
     return undefined;
+  }
+
+  /**
+   * The Query that carried the effects is answered. Without an error,
+   * deallocated names are gone; with one, Warden cannot tell which
+   * statements of it ran, so the names it prepared or deallocated stay
+   * UNKNOWN: refused until DEALLOCATEd again.
+   */
+  private settleEffects(effects: Effects, ok: boolean): void {
+    const deallocated =
+      effects.deallocated === 'all' ? [...this.statements.keys()] : (effects.deallocated ?? []);
+    for (const name of deallocated)
+      if (ok && this.statements.get(name) === UNKNOWN) this.statements.delete(name);
+    if (!ok) for (const { name } of effects.prepared ?? []) this.statements.set(name, UNKNOWN);
   }
 
   private forgetStatement(name: string, sql: string): void {
     if (this.statements.get(name) === sql) this.statements.delete(name);
   }
 
-  private forgetPortal(portal: string, decision: Allow): void {
-    if (this.portals.get(portal) === decision) this.portals.delete(portal);
+  private forgetPortal(portal: string, bound: { readonly decision: Allow }): void {
+    if (this.portals.get(portal) === bound) this.portals.delete(portal);
+  }
+
+  /** Ends the session once the server has answered what came before the Terminate. */
+  private terminate(): void {
+    this.flushRun();
+    if (this.closed) return;
+    this.terminating = true;
+    this.client.pause();
+    this.writeUpstream(TERMINATE);
+    // The server closes after its last reply; serverLost then ends the session quietly.
+    setTimeout(() => this.close(), 5000).unref();
   }
 
   private writeUpstream(bytes: Buffer): void {
@@ -473,8 +547,8 @@ export class Session {
     return chunk.subarray(stoppedAt);
   }
 
-  private readonly onServerMessageEnd = (type: number): boolean => {
-    this.responses.received(type);
+  private readonly onServerMessageEnd = (type: number, _end: number, firstByte: number): boolean => {
+    this.responses.received(type, firstByte);
     return this.responses.head?.transform !== undefined;
   };
 
@@ -488,12 +562,12 @@ export class Session {
     // One write per message here: cork so they leave in as few packets as the fast path's.
     this.client.cork();
     try {
-      this.serverFramer.push(chunk, (type, buffer, start, _bodyStart, end) => {
+      this.serverFramer.push(chunk, (type, buffer, start, bodyStart, end) => {
         const transform = this.responses.head?.transform;
         // Frames are views of the chunk (or of a joined copy), which nothing reuses: no copy needed.
         const frame = buffer.subarray(start, end);
         this.writeClient(transform ? transform.message(type, frame) : frame);
-        this.responses.received(type);
+        this.responses.received(type, end > bodyStart ? buffer[bodyStart]! : -1);
         if (!this.responses.head?.transform) {
           leave = true;
           this.serverFramer.stop();
@@ -530,6 +604,7 @@ export class Session {
 
   private serverLost(): void {
     if (this.closed) return;
+    if (this.terminating) return this.close();
     // An error can only be inserted between messages; mid-message, closing is the signal.
     if (this.scanner.atBoundary) {
       this.fatal({
@@ -583,7 +658,14 @@ function duplicateStatement(name: string): ErrorDetails {
   return { sqlstate: '42P05', message: `prepared statement "${name}" already exists` };
 }
 
-function missingStatement(name: string): ErrorDetails {
+function missingStatement(name: string, state: typeof UNKNOWN | undefined): ErrorDetails {
+  if (state === UNKNOWN) {
+    return {
+      sqlstate: '26000',
+      message: `Warden cannot tell what prepared statement "${name}" holds since a statement that named it failed`,
+      hint: `DEALLOCATE ${name} (or Close it), then prepare it again.`,
+    };
+  }
   return {
     sqlstate: '26000',
     message:

@@ -132,17 +132,43 @@ describe('guardrails and evasions through real clients', { timeout: 120_000 }, (
     assert.equal((await client.query('SELECT $$ SELECT * FROM secrets $$ AS s')).rows.length, 1);
   });
 
-  it('follows search_path: an unqualified name is judged in every schema it may be in', async () => {
-    await admin.query('CREATE SCHEMA vault; CREATE TABLE vault.secrets (x int)');
-    const other = new pg.Client(warden.pgConfig('alice'));
-    await other.connect();
-    // public.secrets is refused; vault.secrets is not, until the path makes "secrets" ambiguous.
-    assert.equal((await other.query('SELECT count(*)::int AS n FROM vault.secrets')).rows[0].n, 0);
-    await other.query('SET search_path = vault');
-    assert.equal((await other.query('SELECT count(*)::int AS n FROM secrets')).rows[0].n, 0);
-    await other.query('SET search_path = vault, public');
-    await assert.rejects(other.query('SELECT * FROM secrets'), { code: '42501' });
-    await other.end();
+  it('follows search_path: an unqualified name is judged in every schema the session has named', async () => {
+    await admin.query(
+      'CREATE SCHEMA vault; CREATE TABLE vault.secrets (x int); CREATE TABLE vault.open (x int)',
+    );
+    // A deny rule on vault.* that a path change undone by ROLLBACK or SET LOCAL must not slip past.
+    const vaulted = await startWarden({
+      upstream,
+      database: database.name,
+      policy: `${POLICY}    - name: no-vault\n      match: { tables: ['vault.*'] }\n      action: deny\n`,
+    });
+    try {
+      const other = new pg.Client(vaulted.pgConfig('alice'));
+      await other.connect();
+      await assert.rejects(other.query('SELECT * FROM vault.open'), { code: '42501' });
+      assert.equal((await other.query('SELECT count(*)::int AS n FROM t')).rows[0].n, 2);
+      await other.query('SET search_path = vault, public');
+      await assert.rejects(other.query('SELECT * FROM open'), { code: '42501' });
+      for (const undo of [
+        'BEGIN; SET LOCAL search_path = public; COMMIT',
+        'BEGIN; SET search_path = public; ROLLBACK',
+      ]) {
+        await other.query(undo);
+        // The server is back on vault, public (or never left it): "open" is still vault.open.
+        await assert.rejects(other.query('SELECT * FROM open'), { code: '42501' }, undo);
+      }
+      await other.end();
+      // Every search_path of the startup packet counts, whichever one PostgreSQL applies.
+      const sneaky = new pg.Client({
+        ...vaulted.pgConfig('alice'),
+        options: '-c search_path=vault',
+      } as pg.ClientConfig);
+      await sneaky.connect();
+      await assert.rejects(sneaky.query('SELECT * FROM open'), { code: '42501' });
+      await sneaky.end();
+    } finally {
+      await vaulted.close();
+    }
   });
 
   it('judges the extended protocol: a refused Parse, then the session goes on', async () => {

@@ -24,6 +24,8 @@ import { startWarden, type WardenHandle } from '../proxy/support.ts';
 
 const REFUSED = 'SELECT * FROM secrets';
 const FAILING = 'SELECT * FROM missing_table';
+/** In a scenario: wait for the replies so far before sending what follows. */
+const WAIT = Symbol('wait');
 /** Stands for the refused statement in a scenario; each side substitutes its own. */
 const X = '\u0000X';
 
@@ -96,26 +98,50 @@ policy:
   });
 
   /** Runs the steps on one side; reads until `readies` ReadyForQuery; returns the replies and t's rows. */
-  async function side(client: RawClient, steps: readonly Step[], readies: number, statement: string) {
+  async function side(
+    client: RawClient,
+    allSteps: readonly (Step | typeof WAIT)[],
+    readies: number,
+    statement: string,
+  ) {
     const swap = (sql: string) => sql.replaceAll(X, statement);
-    client.send(
-      ...steps.map((step) =>
-        step.type === 'Query'
-          ? { ...step, sql: swap(step.sql) }
-          : step.type === 'Parse'
-            ? { ...step, sql: swap(step.sql) }
-            : step,
-      ),
-    );
     const replies: BackendMessage[] = [];
-    for (let i = 0; i < readies; i++) replies.push(...(await client.untilReady()));
+    let seen = 0;
+    const rounds: Step[][] = [[]];
+    for (const step of allSteps) {
+      if (step === WAIT) rounds.push([]);
+      else rounds.at(-1)!.push(step);
+    }
+    for (const [index, steps] of rounds.entries()) {
+      const last = index === rounds.length - 1;
+      send(steps);
+      // Wait for every ReadyForQuery the round produces (the last round: all that remain).
+      const expected = last
+        ? readies - seen
+        : steps.filter((s) => s.type === 'Sync' || s.type === 'Query').length;
+      for (let i = 0; i < expected; i++) replies.push(...(await client.untilReady()));
+      seen += expected;
+    }
     client.close();
     const rows = (await admin.query('SELECT id FROM t ORDER BY id')).rows.map((r) => r.id as number);
     await admin.query('TRUNCATE t');
     return { replies: summary(replies), rows };
+
+    function send(steps: Step[]) {
+      client.send(
+        ...steps.map((step) =>
+          step.type === 'Query'
+            ? { ...step, sql: swap(step.sql) }
+            : step.type === 'Parse'
+              ? { ...step, sql: swap(step.sql) }
+              : step,
+        ),
+      );
+    }
   }
 
-  async function compare(steps: readonly Step[], readies: number, expected?: string[]) {
+  /** Steps sent in rounds: each round waits for its replies before the next is sent. */
+  async function compare(steps: readonly (Step | typeof WAIT)[], readies: number, expected?: string[]) {
     const direct = await side(
       await RawClient.login(upstream.port, upstream.user, database.name, upstream.password ?? ''),
       steps,
@@ -342,6 +368,80 @@ policy:
         'Z:I',
       ],
     );
+  });
+
+  it('a Close the server discarded leaves the statement: a PREPARE of its name is a duplicate, as on the server', async () => {
+    await compare(
+      [
+        parse('SELECT 1', 's'),
+        sync,
+        parse('SELECT 1/0'),
+        bind(),
+        execute(),
+        { type: 'Close', target: 'S', name: 's' },
+        sync,
+        WAIT,
+        q('PREPARE s AS SELECT 2'),
+        q('EXECUTE s'),
+      ],
+      4,
+      [
+        'ParseComplete',
+        'Z:I',
+        'ParseComplete',
+        'E:22012',
+        'Z:I',
+        'E:42P05',
+        'Z:I',
+        'RowDescription',
+        'DataRow',
+        'C:SELECT 1',
+        'Z:I',
+      ],
+    );
+  });
+
+  it('answers everything sent before a Terminate, then ends the session', async () => {
+    await compare([q('INSERT INTO t VALUES (7)'), q(X), { type: 'Terminate' }], 2, [
+      'C:INSERT 0 1',
+      'Z:I',
+      'E:refused',
+      'Z:I',
+    ]);
+  });
+
+  it('a portal does not outlive its transaction: a SQL cursor of the same name is not what was judged', async () => {
+    const client = await RawClient.login(warden.port, 'etl', database.name, warden.keys.etl!);
+    client.send(
+      q('BEGIN'),
+      parse('SELECT 1'),
+      bind('', 'c'),
+      execute('c'),
+      sync,
+      q('COMMIT'),
+      q('BEGIN'),
+      q('DECLARE c CURSOR FOR SELECT g FROM generate_series(1, 3) g'),
+      execute('c'),
+      sync,
+      q('ROLLBACK'),
+    );
+    const all: BackendMessage[] = [];
+    for (let i = 0; i < 7; i++) all.push(...(await client.untilReady()));
+    client.close();
+    assert.deepEqual(summary(all), [
+      ...[
+        'C:BEGIN',
+        'Z:T',
+        'ParseComplete',
+        'BindComplete',
+        'DataRow',
+        'C:SELECT 1',
+        'Z:T',
+        'C:COMMIT',
+        'Z:I',
+      ],
+      ...['C:BEGIN', 'Z:T', 'C:DECLARE CURSOR', 'Z:T', 'E:34000', 'Z:E', 'C:ROLLBACK', 'Z:I'],
+    ]);
   });
 
   /** Sends the steps through Warden and reads the replies up to the second ReadyForQuery. */
