@@ -604,7 +604,10 @@ export class Session {
 
   private serverLost(): void {
     if (this.closed) return;
-    if (this.terminating) return this.close();
+    if (this.terminating) {
+      this.close();
+      return;
+    }
     // An error can only be inserted between messages; mid-message, closing is the signal.
     if (this.scanner.atBoundary) {
       this.fatal({
