@@ -57,6 +57,8 @@ export function spawnManaged(
       for (const line of parts) {
         lines.push(line);
         if (lines.length > TAIL_LINES) lines.shift();
+        // BENCH_DECIDE_TIMING=1: bench/warden-server.ts prints its decide timing as it stops.
+        if (line.startsWith('decide (')) process.stderr.write(`${name}: ${line}\n`);
         for (const listener of listeners) listener(line);
       }
     });

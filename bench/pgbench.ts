@@ -23,7 +23,7 @@
  *
  * which adds a "policy cost" block: per workload, the median over rounds of
  * warden-policy TPS / warden-hook TPS and both paths' CPU µs per transaction.
- * BENCH_CPU_PROF=<folder> makes those two processes write V8 CPU profiles;
+ * BENCH_CPU_PROF=<folder> makes those two processes write V8 CPU profiles (in <folder>/<path>/);
  * bench/warden-server.ts, which runs them, can also time each decide call.
  *
  * It creates the database warden_bench_<pid> on 127.0.0.1:5432 (user postgres)

@@ -3,12 +3,49 @@
  * shape), EXECUTE is resolved to what its prepared statement runs, the rules
  * are evaluated, and the verdict becomes the Decision the session enforces
  * and audit records. Anything that cannot be judged is refused (fail closed).
+ *
+ * Verdicts are kept too. The analysis cache gives texts of one shape the same
+ * Analysis object, and what the rules read of a statement is its analysis,
+ * except for `sql` patterns and sqlcommenter tags, which read the text
+ * itself. So a verdict is kept under the analysis, the identity and target
+ * (by object), the application name, the search path, and — only when the
+ * policy has such rules — which `sql` patterns the text matches and its
+ * comments. A verdict that consulted a time window holds until the end of
+ * its UTC minute. Batches with a SQL-level PREPARE or EXECUTE (whose meaning
+ * depends on the session's prepared statements) are judged afresh every time,
+ * and a new policy drops every kept verdict. The reasons of matched rules
+ * quote the statement: they are made again for each new text. A Decision
+ * with a row limit (which counts rows) or with effects is made for each call;
+ * any other is given again for the same text from the same source.
+ *
+ * The texts of Parse, Bind and Execute, which come again and again, find
+ * their analysis by exact text before the analysis cache is asked.
  */
 import { type Analysis, SqlSyntaxError, type StatementAnalysis } from '../sql/analysis.ts';
 import { AnalysisCache } from '../sql/cache.ts';
-import type { Decide, Decision, DecisionContext, Deny, Effects } from './decision.ts';
+import type {
+  Allow,
+  Decide,
+  Decision,
+  DecisionContext,
+  Deny,
+  Effects,
+  MatchedRule,
+  ResultTransform,
+  SessionInfo,
+  StatementSource,
+} from './decision.ts';
 import { rowLimit } from './limits.ts';
-import { evaluate, type Policy, type Verdict } from './rules.ts';
+import {
+  type CompiledPolicy,
+  commentsOf,
+  compilePolicy,
+  type Judgement,
+  judge,
+  matchedRules,
+  type Policy,
+  type Verdict,
+} from './rules.ts';
 
 export interface Explanation {
   /** The statements judged (an EXECUTE replaced by what it runs); undefined when the SQL could not be read. */
@@ -17,21 +54,59 @@ export interface Explanation {
   readonly decision: Decision;
 }
 
-export class PolicyEngine {
-  constructor(
-    private policy: Policy,
-    private readonly cache = new AnalysisCache(),
-    private readonly now: () => Date = () => new Date(),
-  ) {}
+/** Kept verdicts: up to twice this many (see Generations). */
+const KEPT_VERDICTS = 5_000;
+/** Analyses of prepared statements' texts kept by exact text: up to twice this many, each this long at most. */
+const PREPARED_TEXTS = 1_000;
+const PREPARED_TEXT_LENGTH = 8_192;
+const MINUTE_MS = 60_000;
 
-  /** Takes a reloaded policy; sessions see it from their next statement. */
-  setPolicy(policy: Policy): void {
-    this.policy = policy;
+export class PolicyEngine {
+  private compiled: CompiledPolicy;
+  private kept = new Generations<Kept>(KEPT_VERDICTS);
+  /** What the engine reads of each Analysis, and the verdict it last used for it (under this policy). */
+  private shapes = new WeakMap<Analysis, Shape>();
+  /**
+   * The analyses of the texts of Parse, Bind and Execute, by exact text: a prepared statement's text
+   * comes again and again, and this spares scanning it for its shape each time.
+   */
+  private readonly preparedTexts = new Generations<Analysis>(PREPARED_TEXTS);
+  private readonly sessionKeys = new WeakMap<SessionInfo, SessionKey>();
+  /** Verdicts reused and verdicts made (batches that cannot be kept count as neither). */
+  verdictHits = 0;
+  verdictMisses = 0;
+
+  constructor(
+    policy: Policy,
+    private readonly cache = new AnalysisCache(),
+    /** The clock time windows are judged by; the system clock when not given. */
+    private readonly now?: () => Date,
+  ) {
+    this.compiled = compilePolicy(policy);
   }
 
-  readonly decide: Decide = (context) => this.explain(context).decision;
+  /** Takes a reloaded policy; sessions see it from their next statement. Kept verdicts are dropped. */
+  setPolicy(policy: Policy): void {
+    this.compiled = compilePolicy(policy);
+    this.kept = new Generations(KEPT_VERDICTS);
+    this.shapes = new WeakMap();
+  }
+
+  /** How many verdicts are kept. */
+  get keptVerdicts(): number {
+    return this.kept.size;
+  }
+
+  readonly decide: Decide = (context) => this.decisionFor(context, undefined);
 
   explain(context: DecisionContext): Explanation {
+    const details: Details = { statements: undefined, verdict: undefined };
+    const decision = this.decisionFor(context, details);
+    return { statements: details.statements, verdict: details.verdict, decision };
+  }
+
+  /** The decision; `details`, when given, receives the statements judged and the verdict. */
+  private decisionFor(context: DecisionContext, details: Details | undefined): Decision {
     const { sql } = context;
     if (context.source === 'function-call') {
       return refused(context, {
@@ -45,12 +120,16 @@ export class PolicyEngine {
     }
     let analysis: Analysis;
     try {
-      analysis = this.cache.get(sql);
+      analysis = this.analysisOf(sql, context.source);
     } catch (error) {
       if (!(error instanceof SqlSyntaxError)) throw error;
       // Fail closed: what Warden cannot read is never forwarded.
       return refused(context, { sqlstate: '42601', message: error.message, position: error.position });
     }
+    const shape = this.shapeOf(analysis);
+    if (shape.keepable && !this.compiled.hasInvalidSql)
+      return this.judgeKept(context, sql, analysis, shape, details);
+
     const statements: StatementAnalysis[] = [];
     // PREPAREs earlier in this batch: `PREPARE p AS ...; EXECUTE p` in one Query.
     const preparedHere = new Map<string, StatementAnalysis>();
@@ -76,69 +155,186 @@ export class PolicyEngine {
       }
       statements.push(...executed);
     }
-    const verdict = evaluate(this.policy, {
+    const judgement = judge(this.compiled, {
       identity: context.session.identity,
       target: context.session.target,
       applicationName: context.session.applicationName,
       statements,
-      now: this.now(),
+      now: this.now ? this.now() : new Date(),
       searchPath: resolvedPath(context),
     });
-    const base = {
-      identity: context.session.identity.name,
-      target: context.session.target.name,
-      source: context.source,
-      sql,
-      ...(verdict.rule !== undefined ? { rule: verdict.rule } : {}),
-      matched: verdict.matched,
-    };
-    if (verdict.action === 'deny' || verdict.action === 'review') {
-      const byRule = verdict.rule === undefined ? 'by default' : `by rule "${verdict.rule}"`;
-      const decision: Deny =
-        verdict.action === 'deny'
-          ? {
-              ...base,
-              action: 'deny',
-              sqlstate: '42501',
-              message: `Warden refused this statement ${byRule}: ${verdict.message}`,
-              hint: `To see why: warden policy explain --identity ${base.identity} --target ${base.target} "<your SQL>"`,
-            }
-          : {
-              ...base,
-              action: 'deny',
-              sqlstate: '42501',
-              message: `approval required ${byRule}: ${verdict.message}`,
-              hint: 'Approvals are not available in this Warden yet: ask an administrator to run it, or to change the rule.',
-            };
-      return { statements, verdict, decision };
-    }
-    const { maxRows, statementTimeoutMs } = verdict.limits;
-    if (maxRows !== undefined && statements.some((s) => s.command === 'DeclareCursorStmt')) {
-      // FETCH would read the rows past the cap: a limited result is read in one statement.
-      return {
-        statements,
-        verdict,
-        decision: {
-          ...base,
-          action: 'deny',
-          sqlstate: '42501',
-          message: `rule "${verdict.rule}" limits results to ${maxRows} rows, which a cursor would not keep`,
-          hint: 'Run the query without DECLARE CURSOR; its first rows are returned.',
-        },
-      };
-    }
+    const matched = matchedRules(judgement.hits, statements);
+    const outcome = outcomeOf(judgement, context, statements.some(isCursor));
     const effects = context.source === 'bind' ? undefined : effectsOf(statements);
-    return {
-      statements,
-      verdict,
-      decision: {
-        ...base,
-        action: 'allow',
-        transform: maxRows === undefined ? null : rowLimit(maxRows, verdict.rule ?? 'limit'),
-        ...(effects ? { effects } : {}),
-        ...(statementTimeoutMs !== undefined ? { statementTimeoutMs } : {}),
-      },
-    };
+    if (details) {
+      details.statements = statements;
+      details.verdict = verdictOf(judgement, matched);
+    }
+    return decisionOf(context, sql, judgement, outcome, matched, effects);
+  }
+
+  /** A batch without PREPARE or EXECUTE: its verdict is kept, see the top of this file. */
+  private judgeKept(
+    context: DecisionContext,
+    sql: string,
+    analysis: Analysis,
+    shape: Shape,
+    details: Details | undefined,
+  ): Decision {
+    const analysed = analysis.statements;
+    // The cache shares one analysis among texts of one shape: a lone statement's text is this one.
+    const first = analysed.length === 1 ? textOf(analysed[0]!, sql) : undefined;
+    const { session } = context;
+    const sessionKey = this.sessionKey(session);
+    const path = context.searchPath ?? session.searchPath;
+    const texts =
+      this.compiled.sqlPatterns.length > 0 || this.compiled.readsTags ? this.textKey(analysed, first) : '';
+    // The verdict this analysis last used, if kept under the same key; else the one the key finds.
+    let kept =
+      shape.lastKept !== undefined &&
+      shape.lastSession === sessionKey &&
+      shape.lastPath === path &&
+      shape.lastTexts === texts
+        ? shape.lastKept
+        : undefined;
+    let key: string | undefined;
+    if (kept === undefined) {
+      key = `${shape.id}\u0000${sessionKey}\u0000${pathKey(path)}\u0000${texts}`;
+      kept = this.kept.get(key);
+    }
+    let now: Date | undefined;
+    if (kept !== undefined && kept.from !== -Infinity) {
+      // The system clock without making a Date; a clock given is asked once, as for a judgement.
+      if (this.now) now = this.now();
+      const time = now ? now.getTime() : Date.now();
+      if (time < kept.from || time >= kept.until) kept = undefined;
+    }
+    if (kept === undefined) {
+      this.verdictMisses++;
+      now ??= this.now ? this.now() : new Date();
+      const judgement = judge(this.compiled, {
+        identity: session.identity,
+        target: session.target,
+        applicationName: session.applicationName,
+        statements: first === undefined ? analysed : [withText(analysed[0]!, sql)],
+        now,
+        searchPath: resolvedPath(context),
+      });
+      const time = now.getTime();
+      const from = judgement.timeDependent ? time - (time % MINUTE_MS) : -Infinity;
+      kept = {
+        judgement,
+        outcome: outcomeOf(judgement, context, shape.cursor),
+        from,
+        until: judgement.timeDependent ? from + MINUTE_MS : Infinity,
+        text: undefined,
+        matched: NOTHING_MATCHED,
+        sql: undefined,
+        source: undefined,
+        decision: undefined,
+      };
+      this.kept.set(key ?? `${shape.id}\u0000${sessionKey}\u0000${pathKey(path)}\u0000${texts}`, kept);
+    } else {
+      this.verdictHits++;
+    }
+    shape.lastSession = sessionKey;
+    shape.lastPath = path;
+    shape.lastTexts = texts;
+    shape.lastKept = kept;
+
+    const { judgement } = kept;
+    if (details) {
+      details.statements = first === undefined ? [...analysed] : [withText(analysed[0]!, sql)];
+    } else if (kept.sql === sql && kept.source === context.source && kept.decision !== undefined) {
+      // The same text from the same source: the same decision, which holds nothing made per call.
+      return kept.decision;
+    }
+    // Reasons quote the text: made again only when the text differs from the last one's.
+    const text = first ?? sql;
+    let matched = kept.matched;
+    if (kept.text !== text) {
+      matched = judgement.hits.length === 0 ? NOTHING_MATCHED : matchedRules(judgement.hits, analysed, first);
+      kept.text = text;
+      kept.matched = matched;
+    }
+    if (details) details.verdict = verdictOf(judgement, matched);
+    const effects = shape.effects && context.source !== 'bind' ? effectsOf(analysed) : undefined;
+    const decision = decisionOf(context, sql, judgement, kept.outcome, matched, effects);
+    if (effects === undefined && (kept.outcome.action === 'deny' || kept.outcome.maxRows === undefined)) {
+      // Nothing in it is made for this call (a row limit counts rows; effects are applied once).
+      kept.sql = sql;
+      kept.source = context.source;
+      kept.decision = decision;
+    }
+    return decision;
+  }
+
+  /** The analysis of a text; a prepared statement's by its exact text (see preparedTexts). */
+  private analysisOf(sql: string, source: StatementSource): Analysis {
+    if (source === 'query' || source === 'startup-option' || sql.length > PREPARED_TEXT_LENGTH) {
+      return this.cache.get(sql);
+    }
+    let analysis = this.preparedTexts.get(sql);
+    if (analysis === undefined) {
+      analysis = this.cache.get(sql);
+      this.preparedTexts.set(sql, analysis);
+    }
+    return analysis;
+  }
+
+  private shapeOf(analysis: Analysis): Shape {
+    let shape = this.shapes.get(analysis);
+    if (shape === undefined) {
+      const { statements } = analysis;
+      shape = {
+        id: ++shapeIds,
+        keepable: statements.every((s) => s.prepares === undefined && s.executes === undefined),
+        cursor: statements.some(isCursor),
+        effects: statements.some(
+          (s) => s.prepares !== undefined || s.deallocates !== undefined || s.setting === 'search_path',
+        ),
+        lastSession: undefined,
+        lastPath: undefined,
+        lastTexts: undefined,
+        lastKept: undefined,
+      };
+      this.shapes.set(analysis, shape);
+    }
+    return shape;
+  }
+
+  /** What a verdict reads of the texts themselves: which `sql` patterns each matches, and its comments. */
+  private textKey(analysed: readonly StatementAnalysis[], first: string | undefined): string {
+    const { sqlPatterns, readsTags } = this.compiled;
+    let key = '';
+    for (let i = 0; i < analysed.length; i++) {
+      const text = i === 0 && first !== undefined ? first : analysed[i]!.text;
+      key += '\u0000';
+      for (const pattern of sqlPatterns) key += pattern.test(text) ? '1' : '0';
+      if (readsTags) key += commentsOf(text);
+    }
+    return key;
+  }
+
+  /** The session's part of a kept verdict's key: identity and target (by object), application name. */
+  private sessionKey(session: SessionInfo): string {
+    const known = this.sessionKeys.get(session);
+    if (
+      known !== undefined &&
+      known.identity === session.identity &&
+      known.target === session.target &&
+      known.applicationName === session.applicationName
+    ) {
+      return known.key;
+    }
+    const key = `${objectId(session.identity)}\u0000${objectId(session.target)}\u0000${session.applicationName}`;
+    this.sessionKeys.set(session, {
+      identity: session.identity,
+      target: session.target,
+      applicationName: session.applicationName,
+      key,
+    });
+    return key;
   }
 
   /** What EXECUTE name runs: the statement a PREPARE (or a protocol Parse) gave that name. */
@@ -155,27 +351,221 @@ export class PolicyEngine {
   }
 }
 
+interface Details {
+  statements: readonly StatementAnalysis[] | undefined;
+  verdict: Verdict | undefined;
+}
+
+/** A kept verdict. */
+interface Kept {
+  readonly judgement: Judgement;
+  readonly outcome: Outcome;
+  /** It holds for now() in [from, until) (a time window was consulted: one UTC minute). */
+  readonly from: number;
+  readonly until: number;
+  /** The matched rules with the reasons of the last text judged with it. */
+  text: string | undefined;
+  matched: readonly MatchedRule[];
+  /** The last decision made with it, when nothing in it was made for that call; its text and source. */
+  sql: string | undefined;
+  source: StatementSource | undefined;
+  decision: Decision | undefined;
+}
+
+interface SessionKey {
+  readonly identity: object;
+  readonly target: object;
+  readonly applicationName: string;
+  readonly key: string;
+}
+
+const NOTHING_MATCHED: readonly MatchedRule[] = [];
+
+/** What the engine reads of an Analysis once. */
+interface Shape {
+  readonly id: number;
+  /** No SQL-level PREPARE or EXECUTE in it: what runs is what was analysed. */
+  readonly keepable: boolean;
+  readonly cursor: boolean;
+  /** Some statement changes session state Warden follows (PREPARE, DEALLOCATE, SET search_path). */
+  readonly effects: boolean;
+  /** The verdict last used for it, and the rest of the key it was kept under. */
+  lastSession: string | undefined;
+  lastPath: readonly string[] | undefined;
+  lastTexts: string | undefined;
+  lastKept: Kept | undefined;
+}
+
+let shapeIds = 0;
+
+function pathKey(path: readonly string[] | undefined): string {
+  return path === undefined ? '-' : `${path.length}:${path.join('\u0000')}`;
+}
+
+/**
+ * A bounded map that forgets the least recently used entries first, without reordering on every hit:
+ * a hit in the old generation moves to the young one; a full young generation becomes the old one,
+ * and the old one is dropped. Up to twice `generation` entries.
+ */
+class Generations<V> {
+  private young = new Map<string, V>();
+  private old = new Map<string, V>();
+
+  constructor(private readonly generation: number) {}
+
+  get(key: string): V | undefined {
+    const value = this.young.get(key);
+    if (value !== undefined) return value;
+    const aged = this.old.get(key);
+    if (aged !== undefined) {
+      this.old.delete(key);
+      this.set(key, aged);
+    }
+    return aged;
+  }
+
+  set(key: string, value: V): void {
+    if (this.young.size >= this.generation) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, value);
+  }
+
+  get size(): number {
+    return this.young.size + this.old.size;
+  }
+}
+
+const OBJECT_IDS = new WeakMap<object, number>();
+let objects = 0;
+
+function objectId(value: object): number {
+  let id = OBJECT_IDS.get(value);
+  if (id === undefined) {
+    id = ++objects;
+    OBJECT_IDS.set(value, id);
+  }
+  return id;
+}
+
+function isCursor(statement: StatementAnalysis): boolean {
+  return statement.command === 'DeclareCursorStmt';
+}
+
+/** What a verdict comes to, apart from the statement's text: a refusal, or an allow and its limits. */
+type Outcome =
+  | { readonly action: 'deny'; readonly message: string; readonly hint: string }
+  | { readonly action: 'allow'; readonly maxRows: number | undefined; readonly limitRule: string };
+
+function outcomeOf(judgement: Judgement, context: DecisionContext, cursor: boolean): Outcome {
+  if (judgement.action === 'deny' || judgement.action === 'review') {
+    const byRule = judgement.rule === undefined ? 'by default' : `by rule "${judgement.rule}"`;
+    return judgement.action === 'deny'
+      ? {
+          action: 'deny',
+          message: `Warden refused this statement ${byRule}: ${judgement.message}`,
+          hint: `To see why: warden policy explain --identity ${context.session.identity.name} --target ${context.session.target.name} "<your SQL>"`,
+        }
+      : {
+          action: 'deny',
+          message: `approval required ${byRule}: ${judgement.message}`,
+          hint: 'Approvals are not available in this Warden yet: ask an administrator to run it, or to change the rule.',
+        };
+  }
+  const { maxRows } = judgement.limits;
+  if (maxRows !== undefined && cursor) {
+    // FETCH would read the rows past the cap: a limited result is read in one statement.
+    return {
+      action: 'deny',
+      message: `rule "${judgement.rule}" limits results to ${maxRows} rows, which a cursor would not keep`,
+      hint: 'Run the query without DECLARE CURSOR; its first rows are returned.',
+    };
+  }
+  return { action: 'allow', maxRows, limitRule: judgement.rule ?? 'limit' };
+}
+
+/** The Decision of one call: its own text, reasons and row limit (which counts rows). */
+function decisionOf(
+  context: DecisionContext,
+  sql: string,
+  judgement: Judgement,
+  outcome: Outcome,
+  matched: readonly MatchedRule[],
+  effects: Effects | undefined,
+): Decision {
+  const decision: DecisionDraft = {
+    identity: context.session.identity.name,
+    target: context.session.target.name,
+    source: context.source,
+    sql,
+  };
+  if (judgement.rule !== undefined) decision.rule = judgement.rule;
+  decision.matched = matched;
+  if (outcome.action === 'deny') {
+    decision.action = 'deny';
+    decision.sqlstate = '42501';
+    decision.message = outcome.message;
+    decision.hint = outcome.hint;
+    return decision as Deny;
+  }
+  decision.action = 'allow';
+  decision.transform = outcome.maxRows === undefined ? null : rowLimit(outcome.maxRows, outcome.limitRule);
+  if (effects) decision.effects = effects;
+  const { statementTimeoutMs } = judgement.limits;
+  if (statementTimeoutMs !== undefined) decision.statementTimeoutMs = statementTimeoutMs;
+  return decision as Allow;
+}
+
+/** A Decision being made, its fields in the order they have always been in. */
+interface DecisionDraft {
+  identity: string;
+  target: string;
+  source: StatementSource;
+  sql: string | undefined;
+  rule?: string;
+  matched?: readonly MatchedRule[];
+  action?: 'allow' | 'deny';
+  sqlstate?: string;
+  message?: string;
+  hint?: string;
+  transform?: ResultTransform | null;
+  effects?: Effects;
+  statementTimeoutMs?: number;
+}
+
+function verdictOf(judgement: Judgement, matched: readonly MatchedRule[]): Verdict {
+  return {
+    action: judgement.action,
+    rule: judgement.rule,
+    message: judgement.message,
+    matched,
+    limits: judgement.limits,
+  };
+}
+
 function refused(
   context: DecisionContext,
   details: Omit<Deny, 'action' | 'identity' | 'target' | 'source' | 'sql'>,
-): Explanation {
+): Deny {
   return {
-    statements: undefined,
-    verdict: undefined,
-    decision: {
-      action: 'deny',
-      identity: context.session.identity.name,
-      target: context.session.target.name,
-      source: context.source,
-      sql: context.sql,
-      ...details,
-    },
+    action: 'deny',
+    identity: context.session.identity.name,
+    target: context.session.target.name,
+    source: context.source,
+    sql: context.sql,
+    ...details,
   };
 }
 
 /** The cache shares one analysis among texts of one shape: the text itself is this one's. */
 function withText(statement: StatementAnalysis, sql: string): StatementAnalysis {
   return statement.text === sql ? statement : { ...statement, text: sql.trim() };
+}
+
+/** The text withText gives the statement. */
+function textOf(statement: StatementAnalysis, sql: string): string {
+  return statement.text === sql ? sql : sql.trim();
 }
 
 /** "$user" in search_path is the upstream role Warden logs in as. */
