@@ -1,8 +1,8 @@
 /**
  * Analysis is cached by the shape of the text (literals replaced, see
  * shape.ts), so a repeated shape costs no parse however its constants
- * change. Statements whose analysis reads a literal's value (SET, whose
- * value Warden tracks) are cached by their exact text instead. Bounded: the
+ * change. SET (whose value Warden tracks) and multi-statement batches are
+ * cached by their exact text instead. Bounded: the
  * least recently used entry goes first. Syntax errors are cached too.
  */
 import { type Analysis, analyse, SqlSyntaxError } from './analysis.ts';
@@ -69,6 +69,13 @@ export class AnalysisCache {
   }
 }
 
+/**
+ * SET (Warden reads its value) and batches of several statements (each
+ * statement's own text is sliced from the input, and rules may read it) are
+ * analysed per exact text.
+ */
 function readsLiterals(analysis: Analysis): boolean {
-  return analysis.statements.some((statement) => statement.setting !== undefined);
+  return (
+    analysis.statements.length > 1 || analysis.statements.some((statement) => statement.setting !== undefined)
+  );
 }

@@ -1,6 +1,7 @@
 /**
- * The shape of a SQL text: numbers, string literals and dollar-quoted
- * strings become `?`; everything else (keywords, names, comments with their
+ * The shape of a SQL text: numbers become `?`, string literals and
+ * dollar-quoted strings `'?'` (a name before a string makes a typed
+ * constant, `date '2026-01-01'`, where a number would be a syntax error); everything else (keywords, names, comments with their
  * sqlcommenter tags, spacing) is kept. Texts with the same shape have the
  * same analysis, so the cache keys on it and traffic where only constants
  * change (pgbench, ORMs with inlined values) is parsed once per shape.
@@ -23,7 +24,7 @@ export function shapeOf(sql: string): string | undefined {
       if (i > 0 && isNameChar(sql.charCodeAt(i - 1))) return undefined;
       const end = stringEnd(sql, i + 1);
       if (end < 0) return undefined;
-      out += `${sql.slice(copied, i)}?`;
+      out += `${sql.slice(copied, i)}'?'`;
       i = copied = end;
     } else if (c === DOUBLE_QUOTE) {
       const end = sql.indexOf('"', i + 1);
@@ -48,7 +49,7 @@ export function shapeOf(sql: string): string | undefined {
       if (!/^\$([A-Za-z_\u0080-\uffff][\w\u0080-\uffff]*)?\$$/.test(tag)) return undefined;
       const close = sql.indexOf(tag, tagEnd + 1);
       if (close < 0) return undefined;
-      out += `${sql.slice(copied, i)}?`;
+      out += `${sql.slice(copied, i)}'?'`;
       i = copied = close + tag.length;
     } else if (isDigit(c) && !(i > 0 && isNameChar(sql.charCodeAt(i - 1)))) {
       let j = i;

@@ -317,6 +317,13 @@ describe('the analysis cache', () => {
     assert.equal(cache.get("SET search_path = 'b'"), b);
   });
 
+  it('keeps each batch of several statements by its exact text, so every statement has its own text', () => {
+    const cache = new AnalysisCache(100);
+    cache.get("SELECT 1; SELECT 'public'");
+    const second = cache.get("SELECT 1; SELECT 'secret'");
+    assert.equal(second.statements[1]!.text, "SELECT 'secret'");
+  });
+
   it('does not let a constant decide whether a WHERE is real', () => {
     const cache = new AnalysisCache(100);
     assert.equal(cache.get('DELETE FROM t WHERE 1 = 2').statements[0]!.unboundedWrite, true);

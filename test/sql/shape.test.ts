@@ -10,9 +10,11 @@ describe('the shape of a SQL text', { timeout: 60_000 }, () => {
       shapeOf(
         `SELECT a1, "x'1" FROM t2 WHERE id = 42 AND name = 'O''Brien' AND v > 1.5e-3 AND p = $1 /* app='x' */`,
       ),
-      `SELECT a1, "x'1" FROM t2 WHERE id = ? AND name = ? AND v > ? AND p = $1 /* app='x' */`,
+      `SELECT a1, "x'1" FROM t2 WHERE id = ? AND name = '?' AND v > ? AND p = $1 /* app='x' */`,
     );
-    assert.equal(shapeOf('DO $body$ BEGIN PERFORM 1; END $body$'), 'DO ?');
+    assert.equal(shapeOf('DO $body$ BEGIN PERFORM 1; END $body$'), "DO '?'");
+    // A typed constant and a syntax error must not share a shape.
+    assert.notEqual(shapeOf("SELECT date '2026-01-01'"), shapeOf('SELECT date 5'));
     assert.equal(shapeOf("SELECT 1 -- it's fine\nFROM t"), "SELECT ? -- it's fine\nFROM t");
   });
 
@@ -92,7 +94,7 @@ describe('the shape of a SQL text', { timeout: 60_000 }, () => {
         if (shapeA === undefined || shapeA !== shapeOf(b!)) return;
         assert.equal(parsed(a!), parsed(b!), `${a} | ${b}`);
       }),
-      { numRuns: 3000 },
+      { numRuns: 5000 },
     );
   });
 });
