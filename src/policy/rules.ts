@@ -21,7 +21,9 @@
  * keeping judgements (PolicyEngine) can give each statement its own reasons;
  * `evaluate` is both together.
  */
+
 import type { IdentityConfig, IdentityKind, TargetConfig } from '../config/index.ts';
+import type { GUARDRAIL_NAMES } from '../config/schema.ts';
 import type { Hazard, StatementAnalysis, StatementKind, TableRef } from '../sql/analysis.ts';
 import { isOpaque } from '../sql/functions.ts';
 import type { MatchedRule } from './decision.ts';
@@ -66,15 +68,8 @@ export interface Rule {
   readonly statementTimeoutMs?: number;
 }
 
-export type GuardrailName =
-  | 'write-without-where'
-  | 'destructive-ddl'
-  | 'role-management'
-  | 'copy-program-or-server-file'
-  | 'dangerous-functions'
-  | 'opaque-functions'
-  | 'alter-system'
-  | 'set-role';
+/** The built-in guardrails, as named in warden.yaml (the config schema holds the one list). */
+export type GuardrailName = (typeof GUARDRAIL_NAMES)[number];
 
 export interface Policy {
   readonly rules: readonly Rule[];
