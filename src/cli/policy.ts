@@ -4,6 +4,7 @@
  * database. Explain shows the reasoning; test turns a file of expected
  * decisions into a check a policy change must pass.
  */
+
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Document } from 'yaml';
@@ -11,6 +12,7 @@ import { type ConfigIssue, displayPath } from '../config/errors.ts';
 import { type IdentityConfig, loadConfig, type TargetConfig, type WardenConfig } from '../config/index.ts';
 import { actionSchema, GUARDRAIL_NAMES } from '../config/schema.ts';
 import { formatPath, parseSource, positionOf, type Source } from '../config/source.ts';
+import { mayConnect } from '../identity/access.ts';
 import type { MatchedRule } from '../policy/decision.ts';
 import { type Explanation, PolicyEngine } from '../policy/engine.ts';
 import type { Action } from '../policy/rules.ts';
@@ -138,15 +140,6 @@ function findTarget(config: WardenConfig, name: string, file: string): TargetCon
   const known = config.targets.map((candidate) => candidate.name).join(', ') || 'none';
   throw new UsageError(
     `no target "${name}" in ${file} (known: ${known}); pass one of them to --target, or add it under targets:`,
-  );
-}
-
-/** Mirrors the proxy's check at startup: without access the connection is refused before any statement. */
-function mayConnect(identity: IdentityConfig, target: TargetConfig): boolean {
-  return (
-    target.access.identities.includes(identity.name) ||
-    target.access.kinds.includes(identity.kind) ||
-    identity.groups.some((group) => target.access.groups.includes(group))
   );
 }
 

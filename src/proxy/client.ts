@@ -5,10 +5,12 @@
  * then the upstream connection. Every refusal is a FATAL ErrorResponse with
  * a real SQLSTATE and a message that says what to do.
  */
+
 import type net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { IdentityConfig, TargetConfig, WardenConfig } from '../config/index.ts';
+import { mayConnect } from '../identity/access.ts';
 import type { Authenticator } from '../identity/authenticator.ts';
 import type { LoginBackoff } from '../identity/backoff.ts';
 import type { Decide, SessionInfo } from '../policy/decision.ts';
@@ -302,10 +304,7 @@ async function authenticate(
 
 function chooseTarget(config: WardenConfig, identity: IdentityConfig, name: string): TargetConfig {
   const target = config.targets.find((candidate) => candidate.name === name);
-  const allowed = (t: TargetConfig) =>
-    t.access.identities.includes(identity.name) ||
-    t.access.kinds.includes(identity.kind) ||
-    identity.groups.some((group) => t.access.groups.includes(group));
+  const allowed = (t: TargetConfig) => mayConnect(identity, t);
   if (!target || !allowed(target)) {
     const usable = config.targets.filter(allowed).map((t) => t.name);
     const hint =
