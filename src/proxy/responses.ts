@@ -81,7 +81,7 @@ export class ResponseTracker {
     return this.first === this.queue.length;
   }
 
-  /** A mark for "now", to ask later whether a transaction has ended since (see endedSince). */
+  /** A mark for "now", to ask later whether a transaction has ended since (see mayHaveEndedSince). */
   get mark(): number {
     return this.readyQueued;
   }
@@ -166,17 +166,13 @@ export class ResponseTracker {
       this.readyRetired++;
       this.headFailed = false;
     }
+    // A CopyDone/CopyFail the server ignored (no COPY was running) owes nothing.
+    while (this.head?.kind === Expect.CopyEnd) this.first++;
     if (this.first === this.queue.length) {
       this.queue.length = 0;
       this.first = 0;
     } else if (this.first > 64 && this.first * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.first);
-      this.first = 0;
-    }
-    // A CopyDone/CopyFail the server ignored (no COPY was running) owes nothing.
-    while (this.head?.kind === Expect.CopyEnd) this.first++;
-    if (this.first === this.queue.length) {
-      this.queue.length = 0;
       this.first = 0;
     }
     entry.settled?.(ok);

@@ -176,16 +176,11 @@ export class Session {
         const decision = this.judge('query', sql, undefined);
         if (decision.action === 'deny') return this.refuse(decision, Expect.Query);
         const effects = decision.effects;
-        if (effects === undefined) {
-          this.forward(buffer, start, end);
-          this.responses.sent(this.expectation(Expect.Query, decision));
-          return;
-        }
-        const refusal = this.applyEffects(effects);
+        const refusal = effects && this.applyEffects(effects);
         if (refusal) return this.refuse(refusal, Expect.Query);
         this.forward(buffer, start, end);
         const entry = this.expectation(Expect.Query, decision);
-        this.responses.sent({ ...entry, settled: (ok) => this.settleEffects(effects, ok) });
+        this.responses.sent(effects ? { ...entry, settled: (ok) => this.settleEffects(effects, ok) } : entry);
         return;
       }
       case Code.Parse: {
