@@ -13,8 +13,9 @@
  * comments. A verdict that consulted a time window holds until the end of
  * its UTC minute. Batches with a SQL-level PREPARE or EXECUTE (whose meaning
  * depends on the session's prepared statements) are judged afresh every time,
- * and a new policy drops every kept verdict. The reasons of matched rules
- * quote the statement: they are made again for each new text. A Decision
+ * and a new policy drops every kept verdict. A kept verdict's matched rules
+ * are made once (only a batch's reasons quote its statements, and batches
+ * are analysed by exact text). A Decision
  * with a row limit (which counts rows) or with effects is made for each call;
  * any other is given again for the same text from the same source.
  *
@@ -23,6 +24,7 @@
  */
 import { type Analysis, SqlSyntaxError, type StatementAnalysis } from '../sql/analysis.ts';
 import { AnalysisCache } from '../sql/cache.ts';
+import { Generations } from '../sql/generations.ts';
 import type {
   Allow,
   Decide,
@@ -227,8 +229,7 @@ export class PolicyEngine {
         outcome: outcomeOf(judgement, context, shape.cursor),
         from,
         until: judgement.timeDependent ? from + MINUTE_MS : Infinity,
-        text: undefined,
-        matched: NOTHING_MATCHED,
+        matched: undefined,
         sql: undefined,
         source: undefined,
         decision: undefined,
@@ -249,12 +250,10 @@ export class PolicyEngine {
       // The same text from the same source: the same decision, which holds nothing made per call.
       return kept.decision;
     }
-    // Reasons quote the text: made again only when the text differs from the last one's.
-    const text = first ?? sql;
-    let matched = kept.matched;
-    if (kept.text !== text) {
-      matched = judgement.hits.length === 0 ? NOTHING_MATCHED : matchedRules(judgement.hits, analysed, first);
-      kept.text = text;
+    // Reasons quote only the statements of batches, which are analysed by exact text: made once.
+    let { matched } = kept;
+    if (matched === undefined) {
+      matched = judgement.hits.length === 0 ? NOTHING_MATCHED : matchedRules(judgement.hits, analysed);
       kept.matched = matched;
     }
     if (details) details.verdict = verdictOf(judgement, matched);
@@ -363,9 +362,8 @@ interface Kept {
   /** It holds for now() in [from, until) (a time window was consulted: one UTC minute). */
   readonly from: number;
   readonly until: number;
-  /** The matched rules with the reasons of the last text judged with it. */
-  text: string | undefined;
-  matched: readonly MatchedRule[];
+  /** The matched rules with their reasons, made when first needed. */
+  matched: readonly MatchedRule[] | undefined;
   /** The last decision made with it, when nothing in it was made for that call; its text and source. */
   sql: string | undefined;
   source: StatementSource | undefined;
@@ -400,41 +398,6 @@ let shapeIds = 0;
 
 function pathKey(path: readonly string[] | undefined): string {
   return path === undefined ? '-' : `${path.length}:${path.join('\u0000')}`;
-}
-
-/**
- * A bounded map that forgets the least recently used entries first, without reordering on every hit:
- * a hit in the old generation moves to the young one; a full young generation becomes the old one,
- * and the old one is dropped. Up to twice `generation` entries.
- */
-class Generations<V> {
-  private young = new Map<string, V>();
-  private old = new Map<string, V>();
-
-  constructor(private readonly generation: number) {}
-
-  get(key: string): V | undefined {
-    const value = this.young.get(key);
-    if (value !== undefined) return value;
-    const aged = this.old.get(key);
-    if (aged !== undefined) {
-      this.old.delete(key);
-      this.set(key, aged);
-    }
-    return aged;
-  }
-
-  set(key: string, value: V): void {
-    if (this.young.size >= this.generation) {
-      this.old = this.young;
-      this.young = new Map();
-    }
-    this.young.set(key, value);
-  }
-
-  get size(): number {
-    return this.young.size + this.old.size;
-  }
 }
 
 const OBJECT_IDS = new WeakMap<object, number>();

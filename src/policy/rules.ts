@@ -220,22 +220,20 @@ export interface Judgement {
 }
 
 /**
- * The Verdict's matched rules: each hit's reason ends with the text of the
- * statement it matched; `firstText`, when given, is statement 0's text.
+ * The Verdict's matched rules. In a batch of several statements each hit's
+ * reason ends with the text of the statement it matched; a lone statement is
+ * the Decision's own text, so its reasons do not repeat it (and do not change
+ * with its constants).
  */
-export function matchedRules(
-  hits: readonly Hit[],
-  statements: readonly StatementAnalysis[],
-  firstText?: string,
-): MatchedRule[] {
+export function matchedRules(hits: readonly Hit[], statements: readonly StatementAnalysis[]): MatchedRule[] {
+  const quote = statements.length > 1;
   const matched: MatchedRule[] = new Array(hits.length);
   for (let i = 0; i < hits.length; i++) {
     const hit = hits[i]!;
-    const text = hit.statement === 0 && firstText !== undefined ? firstText : statements[hit.statement]!.text;
     matched[i] = {
       rule: hit.rule,
       action: hit.action,
-      reason: `${hit.why}: ${clip(text)}`,
+      reason: quote ? `${hit.why}: ${clip(statements[hit.statement]!.text)}` : hit.why,
       message: hit.message,
     };
   }

@@ -2,10 +2,11 @@
  * Analysis is cached by the shape of the text (literals replaced, see
  * shape.ts), so a repeated shape costs no parse however its constants
  * change. SET (whose value Warden tracks) and multi-statement batches are
- * cached by their exact text instead. Bounded: the
- * least recently used entry goes first. Syntax errors are cached too.
+ * cached by their exact text instead. Bounded (see Generations): the least
+ * recently used entries go first. Syntax errors are cached too.
  */
 import { type Analysis, analyse, SqlSyntaxError } from './analysis.ts';
+import { Generations } from './generations.ts';
 import { shapeOf } from './shape.ts';
 
 type Entry = Analysis | SqlSyntaxError | typeof BY_TEXT;
@@ -13,20 +14,23 @@ type Entry = Analysis | SqlSyntaxError | typeof BY_TEXT;
 const BY_TEXT = Symbol('by exact text');
 
 export class AnalysisCache {
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries: Generations<Entry>;
   hits = 0;
   misses = 0;
 
-  constructor(private readonly capacity = 10_000) {}
+  /** Keeps between `capacity / 2` and `capacity` entries. */
+  constructor(capacity = 10_000) {
+    this.entries = new Generations(Math.max(1, Math.ceil(capacity / 2)));
+  }
 
   /** The analysis of `sql`; throws SqlSyntaxError for SQL the parser refuses. */
   get(sql: string): Analysis {
     const shape = shapeOf(sql);
     let key = shape === undefined ? `=${sql}` : `~${shape}`;
-    let entry = this.lookup(key);
+    let entry = this.entries.get(key);
     if (entry === BY_TEXT) {
       key = `=${sql}`;
-      entry = this.lookup(key);
+      entry = this.entries.get(key);
     }
     if (entry === undefined) {
       this.misses++;
@@ -38,10 +42,10 @@ export class AnalysisCache {
         entry = error;
       }
       if (shape !== undefined && (entry instanceof SqlSyntaxError || readsLiterals(entry))) {
-        this.store(key, BY_TEXT);
+        this.entries.set(key, BY_TEXT);
         key = `=${sql}`;
       }
-      this.store(key, entry);
+      this.entries.set(key, entry);
     } else {
       this.hits++;
     }
@@ -51,21 +55,6 @@ export class AnalysisCache {
 
   get size(): number {
     return this.entries.size;
-  }
-
-  private lookup(key: string): Entry | undefined {
-    const entry = this.entries.get(key);
-    if (entry !== undefined) {
-      // Re-insert: Map order is the recency order.
-      this.entries.delete(key);
-      this.entries.set(key, entry);
-    }
-    return entry;
-  }
-
-  private store(key: string, entry: Entry): void {
-    if (this.entries.size >= this.capacity) this.entries.delete(this.entries.keys().next().value!);
-    this.entries.set(key, entry);
   }
 }
 
