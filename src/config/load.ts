@@ -2,6 +2,8 @@ import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { type MaskingConfig, NO_MASKING } from '../masking/policy.ts';
+import type { MaskClass, Strategy } from '../masking/strategies.ts';
 import type { Policy } from '../policy/rules.ts';
 import { ConfigError, type ConfigIssue, displayPath, withoutSecrets } from './errors.ts';
 import { describeIssue } from './issues.ts';
@@ -125,12 +127,14 @@ function configError(issues: readonly ConfigIssue[], secrets: readonly string[])
 }
 
 /** Every password value in the raw data, so that no message can echo one. */
+/** Secrets written in the config (target passwords, the masking key): never shown in an error or warning. */
 function passwordsIn(data: unknown): string[] {
-  const targets = (data as { targets?: unknown } | null)?.targets;
-  if (!Array.isArray(targets)) return [];
-  return targets
-    .map((target: unknown) => (target as { password?: unknown } | null)?.password)
-    .filter((password): password is string => typeof password === 'string');
+  const { targets, masking } = (data ?? {}) as { targets?: unknown; masking?: { key?: unknown } | null };
+  const secrets = Array.isArray(targets)
+    ? targets.map((target: unknown) => (target as { password?: unknown } | null)?.password)
+    : [];
+  secrets.push(masking?.key);
+  return secrets.filter((secret): secret is string => typeof secret === 'string');
 }
 
 function filesNamed(parsed: ParsedConfig, dir: string): FileRef[] {
@@ -271,6 +275,7 @@ function build(validated: Validated, files: ReadonlyMap<string, Buffer>): Warden
     identities: parsed.identities,
     targets,
     policy: policyOf(parsed.policy),
+    masking: maskingOf(parsed.masking),
     warnings: warningsFor(source, parsed).map((warning) => withoutSecrets(warning, secrets)),
   };
 }
@@ -321,3 +326,47 @@ function policyOf(policy: ParsedConfig['policy']): Policy {
     })),
   };
 }
+
+/**
+ * The masking section as src/masking reads it: strategies written by name become objects.
+ * Without a masking section nothing is masked; with one, column names classify by default.
+ */
+function maskingOf(masking: ParsedConfig['masking']): MaskingConfig {
+  if (masking === undefined) return NO_MASKING;
+  const strategies: Partial<Record<MaskClass, Strategy>> = {};
+  for (const [name, written] of Object.entries(masking.strategies)) {
+    if (written !== undefined) strategies[name as MaskClass] = strategyOf(written);
+  }
+  return {
+    key: masking.key,
+    heuristics: masking.heuristics,
+    columns: masking.columns.map((column) => ({ ...column, maskClass: column.class })),
+    strategies,
+    unmask: masking.unmask.map(({ classes, ...who }) => ({
+      who,
+      classes: Object.fromEntries(
+        Object.entries(classes).map(([name, written]) => [
+          name,
+          written === 'clear' ? 'clear' : strategyOf(written!),
+        ]),
+      ),
+    })),
+    allowUses: masking.allowUses.map(({ table, column, clauses, ...who }) => ({
+      who,
+      table,
+      column,
+      clauses,
+    })),
+  };
+}
+
+function strategyOf(written: WrittenStrategy): Strategy {
+  if (typeof written === 'string')
+    return written === 'partial' ? { kind: 'partial', keep: 4 } : ({ kind: written } as Strategy);
+  if (written.strategy === 'partial') return { kind: 'partial', keep: written.keep ?? 4 };
+  if (written.strategy === 'redact' && written.text !== undefined)
+    return { kind: 'redact', text: written.text };
+  return { kind: written.strategy } as Strategy;
+}
+
+type WrittenStrategy = NonNullable<NonNullable<ParsedConfig['masking']>['strategies'][MaskClass]>;

@@ -4,6 +4,7 @@
  * and its fix.
  */
 import * as z from 'zod';
+import { MASK_CLASSES, STRATEGY_KINDS } from '../masking/strategies.ts';
 
 /** What a field holds and what to write when it holds something else. */
 export interface FieldDoc {
@@ -458,6 +459,121 @@ const policySchema = mapping(
   'rules:',
 );
 
+const maskClass = oneOf(MASK_CLASSES);
+const strategyName = oneOf(STRATEGY_KINDS);
+
+const STRATEGY_DOC = {
+  expected: `a strategy (${STRATEGY_KINDS.join(', ')}), or a mapping such as { strategy: partial, keep: 4 }`,
+  fix: 'write a strategy such as fake, or { strategy: partial, keep: 4 }',
+  example: 'redact',
+};
+
+/** A strategy by name (`fake`), or with its settings (`{ strategy: partial, keep: 4 }`). */
+const strategySchema = documented(
+  z.union([
+    strategyName,
+    mapping(
+      {
+        strategy: strategyName,
+        keep: positiveInteger('characters', 4).optional(),
+        text: documented(z.string(), {
+          expected: 'the text that replaces each value',
+          fix: 'write a text such as "***"',
+        }).optional(),
+      },
+      'strategy: partial, keep: 4',
+    ),
+  ]),
+  STRATEGY_DOC,
+);
+
+/** YAML reads a bare `null` as no value: in these places it names the null strategy. */
+const nullNamesStrategy = (value: unknown) => (value === null ? 'null' : value);
+
+const classStrategy = documented(z.preprocess(nullNamesStrategy, strategySchema), STRATEGY_DOC);
+
+const unmaskStrategy = documented(
+  z.preprocess(nullNamesStrategy, z.union([z.literal('clear'), strategySchema])),
+  {
+    expected: 'clear (the value as stored), a strategy, or a mapping such as { strategy: partial, keep: 4 }',
+    fix: 'write clear, or a strategy such as partial',
+    example: 'clear',
+  },
+);
+
+const whoSchema = {
+  identities: list(identityName, 'identity names', 'alice').optional(),
+  groups: list(groupName, 'group names', 'support').optional(),
+  identityKinds: list(identityKindSchema, 'identity kinds', 'agent').optional(),
+};
+
+export const INFERENCE_CLAUSES = ['where', 'join', 'groupBy', 'having', 'orderBy', 'copyOut'] as const;
+
+const maskingSchema = mapping(
+  {
+    key: documented(z.string().min(16), {
+      expected: 'a secret of at least 16 characters (keys the hash and fake strategies)',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the config's own ${ENV} syntax
+      fix: 'write key: ${WARDEN_MASKING_KEY} and set that variable to a long random string',
+    }).optional(),
+    heuristics: documented(z.boolean(), {
+      expected: 'true or false (classify columns by their names: email, phone, ssn, ...)',
+      fix: 'write true or false',
+    }).default(true),
+    columns: list(
+      mapping(
+        {
+          target: documented(z.string().min(1), {
+            expected: 'a target name',
+            fix: 'write a target name such as shop',
+          }).optional(),
+          table: pattern('public.customers'),
+          column: pattern('email'),
+          class: maskClass,
+        },
+        '{ table: public.customers, column: email, class: email }',
+      ),
+      'classified columns',
+      '{ table: public.customers, column: email, class: email }',
+    ).default([]),
+    strategies: mapping(
+      Object.fromEntries(MASK_CLASSES.map((name) => [name, classStrategy.optional()])) as Record<
+        (typeof MASK_CLASSES)[number],
+        z.ZodOptional<typeof classStrategy>
+      >,
+      'email: fake',
+    ).prefault({}),
+    unmask: list(
+      mapping(
+        {
+          ...whoSchema,
+          classes: documented(z.partialRecord(z.union([maskClass, z.literal('*')]), unmaskStrategy), {
+            expected: 'a mapping of class names (or *) to clear or a strategy',
+            fix: 'write classes such as { card: { strategy: partial, keep: 4 }, email: clear }',
+          }),
+        },
+        '{ groups: [support], classes: { email: clear } }',
+      ),
+      'unmask entries',
+      '{ groups: [support], classes: { email: clear } }',
+    ).default([]),
+    allowUses: list(
+      mapping(
+        {
+          ...whoSchema,
+          table: pattern('public.customers'),
+          column: pattern('email'),
+          clauses: list(oneOf(INFERENCE_CLAUSES), 'clauses', 'where, join'),
+        },
+        '{ identities: [fraud_bot], table: public.customers, column: email, clauses: [where] }',
+      ),
+      'allowed uses',
+      '{ identities: [fraud_bot], table: public.customers, column: email, clauses: [where] }',
+    ).default([]),
+  },
+  'columns:',
+);
+
 function uniqueNames(what: string, plural: string) {
   return (items: readonly { readonly name: string }[], ctx: z.RefinementCtx) => {
     const seen = new Map<string, number>();
@@ -491,6 +607,7 @@ export const configSchema = mapping(
       .superRefine(uniqueNames('target', 'targets'), namesClean)
       .default([]),
     policy: policySchema.prefault({}),
+    masking: maskingSchema.optional(),
   },
   'listen:',
 ).superRefine(

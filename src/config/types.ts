@@ -4,6 +4,7 @@
  * against these), with named files read into Buffers and paths made absolute.
  */
 import type * as z from 'zod';
+import type { MaskingConfig } from '../masking/policy.ts';
 import type { Policy } from '../policy/rules.ts';
 import type { identityKindSchema, ParsedConfig, tlsModeSchema } from './schema.ts';
 
@@ -61,5 +62,6 @@ export interface WardenConfig {
   readonly identities: readonly IdentityConfig[];
   readonly targets: readonly TargetConfig[];
   readonly policy: Policy;
+  readonly masking: MaskingConfig;
   readonly warnings: readonly string[];
 }

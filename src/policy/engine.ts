@@ -22,6 +22,9 @@
  * The texts of Parse, Bind and Execute, which come again and again, find
  * their analysis by exact text before the analysis cache is asked.
  */
+
+import type { Catalog } from '../masking/catalog.ts';
+import type { Masking } from '../masking/masking.ts';
 import { type Analysis, SqlSyntaxError, type StatementAnalysis } from '../sql/analysis.ts';
 import { AnalysisCache } from '../sql/cache.ts';
 import { Generations } from '../sql/generations.ts';
@@ -83,8 +86,16 @@ export class PolicyEngine {
     private readonly cache = new AnalysisCache(),
     /** The clock time windows are judged by; the system clock when not given. */
     private readonly now?: () => Date,
+    /** Masking of results, when the config has any; undefined masks nothing. */
+    private masking?: Masking,
   ) {
     this.compiled = compilePolicy(policy);
+  }
+
+  /** Takes a reloaded masking section; kept verdicts are dropped. */
+  setMasking(masking: Masking | undefined): void {
+    this.masking = masking;
+    this.kept = new Generations(KEPT_VERDICTS);
   }
 
   /** Takes a reloaded policy; sessions see it from their next statement. Kept verdicts are dropped. */
@@ -166,7 +177,12 @@ export class PolicyEngine {
       searchPath: resolvedPath(context),
     });
     const matched = matchedRules(judgement.hits, statements);
-    const outcome = outcomeOf(judgement, context, statements.some(isCursor));
+    const outcome = maskedOutcome(
+      outcomeOf(judgement, context, statements.some(isCursor)),
+      this.masking,
+      statements,
+      context,
+    );
     const effects = context.source === 'bind' ? undefined : effectsOf(statements);
     if (details) {
       details.statements = statements;
@@ -204,6 +220,9 @@ export class PolicyEngine {
       key = `${shape.id}\u0000${sessionKey}\u0000${pathKey(path)}\u0000${texts}`;
       kept = this.kept.get(key);
     }
+    // A mask plan reads the target's catalog: a verdict made with an older one is made again.
+    const catalog = this.masking?.catalogOf(session.target);
+    if (kept !== undefined && kept.catalog !== catalog) kept = undefined;
     let now: Date | undefined;
     if (kept !== undefined && kept.from !== -Infinity) {
       // The system clock without making a Date; a clock given is asked once, as for a judgement.
@@ -226,7 +245,13 @@ export class PolicyEngine {
       const from = judgement.timeDependent ? time - (time % MINUTE_MS) : -Infinity;
       kept = {
         judgement,
-        outcome: outcomeOf(judgement, context, shape.cursor),
+        outcome: maskedOutcome(
+          outcomeOf(judgement, context, shape.cursor),
+          this.masking,
+          first === undefined ? analysed : [withText(analysed[0]!, sql)],
+          context,
+        ),
+        catalog,
         from,
         until: judgement.timeDependent ? from + MINUTE_MS : Infinity,
         matched: undefined,
@@ -259,7 +284,10 @@ export class PolicyEngine {
     if (details) details.verdict = verdictOf(judgement, matched);
     const effects = shape.effects && context.source !== 'bind' ? effectsOf(analysed) : undefined;
     const decision = decisionOf(context, sql, judgement, kept.outcome, matched, effects);
-    if (effects === undefined && (kept.outcome.action === 'deny' || kept.outcome.maxRows === undefined)) {
+    if (
+      effects === undefined &&
+      (kept.outcome.action === 'deny' || (kept.outcome.maxRows === undefined && !kept.outcome.masking))
+    ) {
       // Nothing in it is made for this call (a row limit counts rows; effects are applied once).
       kept.sql = sql;
       kept.source = context.source;
@@ -359,6 +387,8 @@ interface Details {
 interface Kept {
   readonly judgement: Judgement;
   readonly outcome: Outcome;
+  /** The catalog its mask plan was made with (undefined without masking). */
+  readonly catalog: Catalog | undefined;
   /** It holds for now() in [from, until) (a time window was consulted: one UTC minute). */
   readonly from: number;
   readonly until: number;
@@ -419,7 +449,39 @@ function isCursor(statement: StatementAnalysis): boolean {
 /** What a verdict comes to, apart from the statement's text: a refusal, or an allow and its limits. */
 type Outcome =
   | { readonly action: 'deny'; readonly message: string; readonly hint: string }
-  | { readonly action: 'allow'; readonly maxRows: number | undefined; readonly limitRule: string };
+  | {
+      readonly action: 'allow';
+      readonly maxRows: number | undefined;
+      readonly limitRule: string;
+      /** The masking of the result, made for each call (it follows the result's columns). */
+      readonly masking?: () => ResultTransform;
+    };
+
+/** The outcome once masking has seen the statements: refused, or allowed with a mask plan. */
+function maskedOutcome(
+  outcome: Outcome,
+  masking: Masking | undefined,
+  statements: readonly StatementAnalysis[],
+  context: DecisionContext,
+): Outcome {
+  if (outcome.action === 'deny' || masking === undefined) return outcome;
+  const verdict = masking.verdict(statements, context.session, resolvedPath(context));
+  if (verdict.kind === 'clear') return outcome;
+  if (verdict.kind === 'deny') return { action: 'deny', message: verdict.message, hint: verdict.hint };
+  const { plans } = verdict;
+  return { ...outcome, masking: () => masking.transform(plans, context.session) };
+}
+
+/** A row cap and a mask together: rows the cap drops are not masked. */
+function chain(first: ResultTransform | null, then: ResultTransform | null): ResultTransform | null {
+  if (first === null || then === null) return first ?? then;
+  return {
+    message: (type, frame) => {
+      const out = first.message(type, frame);
+      return out.length === 0 ? out : then.message(type, out);
+    },
+  };
+}
 
 function outcomeOf(judgement: Judgement, context: DecisionContext, cursor: boolean): Outcome {
   if (judgement.action === 'deny' || judgement.action === 'review') {
@@ -473,7 +535,10 @@ function decisionOf(
     return decision as Deny;
   }
   decision.action = 'allow';
-  decision.transform = outcome.maxRows === undefined ? null : rowLimit(outcome.maxRows, outcome.limitRule);
+  decision.transform = chain(
+    outcome.maxRows === undefined ? null : rowLimit(outcome.maxRows, outcome.limitRule),
+    outcome.masking ? outcome.masking() : null,
+  );
   if (effects) decision.effects = effects;
   const { statementTimeoutMs } = judgement.limits;
   if (statementTimeoutMs !== undefined) decision.statementTimeoutMs = statementTimeoutMs;

@@ -44,6 +44,8 @@ export interface ListenerContext {
   /** Hands a cancel key issued by another worker to that worker (only when running as one of several). */
   readonly routeCancel?: (processId: number, secret: Buffer) => void;
   readonly decide: Decide;
+  /** Made ready before a target's first session (masking reads its catalog); rejects with an UpstreamError. */
+  readonly prepareTarget?: (target: TargetConfig) => Promise<void>;
   readonly sessions: Set<Session>;
   nextSessionId(): number;
 }
@@ -237,6 +239,8 @@ async function negotiateAndLogin(
   }
 
   socket.write(writeAuthentication(new Writer(), { type: 'AuthenticationOk' }).flush());
+  // Fail closed: a session whose results cannot be masked correctly does not start.
+  await context.prepareTarget?.(target);
   const upstream = await connectUpstream(target, request.settings);
   if (socket.destroyed || !socket.readable) {
     // The client left while Warden logged in upstream: no session will ever close this backend.

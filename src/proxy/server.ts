@@ -8,6 +8,10 @@ import tls from 'node:tls';
 import type { WardenConfig } from '../config/index.ts';
 import { ApiKeyAuthenticator, type Authenticator } from '../identity/authenticator.ts';
 import { LoginBackoff } from '../identity/backoff.ts';
+import { Catalogs } from '../masking/catalog.ts';
+import { maskingKey } from '../masking/key.ts';
+import { Masking } from '../masking/masking.ts';
+import { MaskingPolicy, masksAnything } from '../masking/policy.ts';
 import type { Decide } from '../policy/decision.ts';
 import { PolicyEngine } from '../policy/engine.ts';
 import { certificateDer, serverEndPoint } from '../protocol/postgres/scram.ts';
@@ -16,6 +20,7 @@ import { openStore, type Store } from '../store/store.ts';
 import { CancelRegistry } from './cancel.ts';
 import { cancelSession, type ListenerContext, serveClient } from './client.ts';
 import type { Session } from './session.ts';
+import { UpstreamError } from './upstream.ts';
 
 export interface WardenServer {
   readonly host: string;
@@ -45,7 +50,13 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
   let config = initial;
   let tlsSetup = tlsFor(config);
   await loadParser();
-  const engine = options.decide ? undefined : new PolicyEngine(config.policy);
+  const catalogs = new Catalogs();
+  const maskingFor = (next: WardenConfig): Masking | undefined => {
+    if (!masksAnything(next.masking)) return undefined;
+    return new Masking(new MaskingPolicy(next.masking, maskingKey(next.masking.key, next.dataDir)), catalogs);
+  };
+  let masking = options.decide ? undefined : maskingFor(config);
+  const engine = options.decide ? undefined : new PolicyEngine(config.policy, undefined, undefined, masking);
   const ownStore = options.store ? undefined : openStore(config.dataDir);
   const store = options.store ?? ownStore!;
   const sessions = new Set<Session>();
@@ -58,6 +69,17 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     cancels: new CancelRegistry<Session>(options.workerId ?? 0),
     routeCancel: options.routeCancel,
     decide: options.decide ?? engine!.decide,
+    prepareTarget: async (target) => {
+      if (masking === undefined) return;
+      try {
+        await catalogs.ready(target);
+      } catch (error) {
+        throw new UpstreamError(
+          '08006',
+          `Warden cannot read the catalog of target "${target.name}", which masking needs: ${(error as Error).message}`,
+        );
+      }
+    },
     sessions,
     nextSessionId: () => ++sessionIds,
   };
@@ -86,6 +108,10 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
       config = next;
       tlsSetup = nextTls;
       engine?.setPolicy(next.policy);
+      if (engine) {
+        masking = maskingFor(next);
+        engine.setMasking(masking);
+      }
       context.backoff.update(next.auth.backoff);
     },
     async close() {

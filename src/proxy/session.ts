@@ -259,10 +259,15 @@ export class Session {
         });
         return;
       }
-      case Code.Describe:
+      case Code.Describe: {
         this.forward(buffer, start, end);
-        this.responses.sent(PLAIN[Expect.Describe]);
+        // A portal's RowDescription goes through its decision's transform (masking reads the columns there).
+        const r = new Reader(buffer, bodyStart, end);
+        const transform =
+          r.byte() === 0x50 /* P */ ? this.portals.get(r.cstring())?.decision.transform : null;
+        this.responses.sent(transform ? { kind: Expect.Describe, transform } : PLAIN[Expect.Describe]);
         return;
+      }
       case Code.Sync:
         this.forward(buffer, start, end);
         this.responses.sent(PLAIN[Expect.Sync]);

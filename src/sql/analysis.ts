@@ -7,6 +7,7 @@
  */
 import { fingerprintSync, loadModule, parseSync } from 'libpg-query';
 import { isDangerous, isOpaque } from './functions.ts';
+import { type Lineage, lineageOf } from './lineage.ts';
 
 export type StatementKind =
   | 'read'
@@ -78,6 +79,8 @@ export interface StatementAnalysis {
   readonly setting?: string;
   /** The value SET gives it, as written (names and strings alike); undefined for RESET / DEFAULT. */
   readonly settingValue?: readonly string[];
+  /** What the result columns are computed from (statements that return or copy query results). */
+  readonly lineage?: Lineage;
 }
 
 export interface Analysis {
@@ -298,6 +301,7 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
   if (command === 'DeallocateStmt') deallocates = body.isall ? 'all' : String(body.name);
   if (command === 'DiscardStmt' && body.target === 'DISCARD_ALL') deallocates = 'all';
 
+  const lineage = lineageOf(command, body);
   const functions = [...found.functions];
   if (functions.some(isDangerous)) hazards.add('dangerous-function');
   if (functions.some(isOpaque)) hazards.add('opaque-function');
@@ -318,6 +322,7 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
     ...(deallocates !== undefined ? { deallocates } : {}),
     ...(setting !== undefined ? { setting } : {}),
     ...(settingValue !== undefined ? { settingValue } : {}),
+    ...(lineage ? { lineage } : {}),
   };
 }
 

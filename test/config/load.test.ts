@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig, parseConfig } from '../../src/config/index.ts';
+import { NO_MASKING } from '../../src/masking/policy.ts';
 import { selfSigned, tempDir, writeFiles, yaml } from './helpers.ts';
 
 const options = { timeout: 10000 };
@@ -110,6 +111,7 @@ describe('loading a config', () => {
           },
         ],
         policy: { defaults: {}, guardrails: {}, allowedFunctions: [], rules: [] },
+        masking: NO_MASKING,
         warnings: [
           `${file}:36:5 targets[1]: nobody may connect to target "reports" (access is empty); add access.identities, access.groups or access.kinds`,
         ],

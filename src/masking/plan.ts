@@ -1,0 +1,311 @@
+/**
+ * The mask plan of a statement for one identity: which result columns hold
+ * private data (and with which strategy), and whether the statement uses a
+ * private column where its value could be inferred without being returned.
+ *
+ * Result columns are known two ways. A plain column (RowDescription gives its
+ * table OID and attribute number) is looked up in the catalog: exact, views
+ * included (a view's column is private when its definition computes it from
+ * a private column). A computed column (table OID 0) is judged by the
+ * statement's lineage: private when anything it is computed from is. Names
+ * are resolved conservatively: a reference is private when a column of that
+ * name is private in any table the statement reads, or when it names a
+ * subquery or CTE column computed from one, or when it is a whole row of a
+ * statement with any private column. Over-masking is the failure mode, never
+ * a leak.
+ */
+import type { IdentityConfig, TargetConfig } from '../config/index.ts';
+import type { ClauseColumns, StatementAnalysis } from '../sql/analysis.ts';
+import { AnalysisCache } from '../sql/cache.ts';
+import type { Lineage } from '../sql/lineage.ts';
+import type { Catalog, CatalogRelation } from './catalog.ts';
+import type { InferenceClause, MaskingPolicy } from './policy.ts';
+import type { MaskClass, Strategy } from './strategies.ts';
+
+/** A private result column as this identity sees it. */
+export interface Masked {
+  readonly maskClass: MaskClass;
+  readonly strategy: Strategy;
+}
+
+/** How to mask the result of one statement. */
+export interface StatementPlan {
+  /** By output position, when the select list has no `*` (so positions are certain). */
+  readonly positional: readonly (Masked | undefined)[] | undefined;
+  /** For computed columns when positions are not certain: what any of them may hold. */
+  readonly computed: Masked | undefined;
+  /** A plain column by table OID and attribute number (undefined: not private or not known). */
+  plain(tableOid: number, attnum: number, name: string): Masked | undefined;
+}
+
+export type MaskVerdict =
+  | { readonly kind: 'clear' }
+  | { readonly kind: 'deny'; readonly message: string; readonly hint: string }
+  | { readonly kind: 'mask'; readonly plans: readonly StatementPlan[] };
+
+export const CLEAR: MaskVerdict = { kind: 'clear' };
+
+export interface PlanInput {
+  readonly policy: MaskingPolicy;
+  readonly identity: IdentityConfig;
+  readonly target: TargetConfig;
+  readonly catalog: Catalog;
+  /** Every schema an unqualified name may be in. */
+  readonly searchPath: readonly string[];
+  /** Asked when a result names a table the catalog does not know (it may be read again). */
+  readonly onUnknownTable?: () => void;
+}
+
+const INFERENCE: readonly [keyof ClauseColumns, InferenceClause, string][] = [
+  ['where', 'where', 'WHERE'],
+  ['join', 'join', 'JOIN ... ON'],
+  ['groupBy', 'groupBy', 'GROUP BY'],
+  ['having', 'having', 'HAVING'],
+  ['orderBy', 'orderBy', 'ORDER BY or a window'],
+];
+
+/** The mask verdict of the statements of one message (a batch has one plan per statement). */
+export function planStatements(statements: readonly StatementAnalysis[], input: PlanInput): MaskVerdict {
+  const plans: StatementPlan[] = [];
+  let masks = false;
+  for (const statement of statements) {
+    const resolver = new Resolver(statement, input);
+    const refusal = resolver.refusal();
+    if (refusal) return refusal;
+    const plan = resolver.plan();
+    // A table the catalog does not know may be private: its result is looked at (plain() masks it).
+    if (plan.positional?.some(Boolean) || plan.computed || resolver.anyPrivate || resolver.unknownTables)
+      masks = true;
+    plans.push(plan);
+  }
+  return masks ? { kind: 'mask', plans } : CLEAR;
+}
+
+interface Candidate {
+  readonly schema: string | undefined;
+  readonly name: string;
+  readonly relation: CatalogRelation | undefined;
+}
+
+const MAX_DEPTH = 8;
+
+class Resolver {
+  private readonly candidates: Candidate[];
+  private readonly lineage: Lineage | undefined;
+  /** Some table the statement reads has a column private for this identity. */
+  readonly anyPrivate: boolean;
+  /** Some table the statement names is not in the catalog (new, temporary, or not there at all). */
+  readonly unknownTables: boolean;
+
+  constructor(
+    private readonly statement: StatementAnalysis,
+    private readonly input: PlanInput,
+    private readonly depth = 0,
+  ) {
+    this.lineage = statement.lineage;
+    this.candidates = statement.tables.flatMap((table) => this.candidatesOf(table.schema, table.name));
+    this.anyPrivate = this.candidates.some((candidate) => this.privateColumnIn(candidate) !== undefined);
+    this.unknownTables = this.candidates.some((candidate) => candidate.relation === undefined);
+    if (this.unknownTables) input.onUnknownTable?.();
+  }
+
+  /** Why the statement is refused: a private value would be inferred, copied out or sent unmasked. */
+  refusal(): MaskVerdict | undefined {
+    const { statement } = this;
+    for (const [field, clause, words] of INFERENCE) {
+      for (const ref of statement.columns[field]) {
+        const masked = this.resolve(ref, 0);
+        if (masked && !this.mayUse(ref, clause)) {
+          return deny(
+            `column ${quoteRef(ref)} holds ${masked.maskClass} data that is masked for you; using it in ${words} would reveal it`,
+            'Ask for an allowUses entry in the masking policy, or leave the column out of the condition.',
+          );
+        }
+      }
+    }
+    const copiesOut =
+      statement.kind === 'ddl' ||
+      (statement.kind === 'write' &&
+        (statement.command === 'InsertStmt' || statement.command === 'UpdateStmt'));
+    if (copiesOut) {
+      for (const ref of statement.columns.select) {
+        const masked = this.resolve(ref, 0);
+        if (masked && !this.mayUse(ref, 'copyOut')) {
+          return deny(
+            `column ${quoteRef(ref)} holds ${masked.maskClass} data that is masked for you; this statement would copy it where it is not masked`,
+            'Copy the masked result through SELECT instead, or ask for an allowUses entry with clause copyOut.',
+          );
+        }
+      }
+    }
+    if (statement.kind === 'copy' && this.anyPrivate) {
+      return deny(
+        'COPY of a table with columns masked for you is not supported yet',
+        'Read it with SELECT, which Warden masks as it streams.',
+      );
+    }
+    if (statement.command === 'DeclareCursorStmt' && this.outputsPrivate()) {
+      return deny(
+        'a cursor over columns masked for you is not supported yet',
+        'Read it with SELECT (with LIMIT and OFFSET for pages).',
+      );
+    }
+    return undefined;
+  }
+
+  plan(): StatementPlan {
+    const outputs = this.lineage?.outputs ?? [];
+    const stars = outputs.some((output) => output.star);
+    const positional = stars
+      ? undefined
+      : outputs.map((output) => this.first(output.refs.map((ref) => this.resolve(ref, 0))));
+    const computed = stars
+      ? this.first(outputs.flatMap((output) => output.refs.map((ref) => this.resolve(ref, 0))))
+      : undefined;
+    return {
+      positional,
+      computed: computed && { maskClass: 'other', strategy: computed.strategy },
+      plain: (tableOid, attnum, name) => this.plain(tableOid, attnum, name),
+    };
+  }
+
+  private outputsPrivate(): boolean {
+    return (this.lineage?.outputs ?? []).some((output) =>
+      output.refs.some((ref) => this.resolve(ref, 0) !== undefined),
+    );
+  }
+
+  private plain(tableOid: number, attnum: number, name: string): Masked | undefined {
+    const relation = this.input.catalog.relation(tableOid);
+    if (relation === undefined) {
+      // A table created after the catalog was read (it may be a view of private data): masked whole
+      // until the catalog is read again.
+      this.input.onUnknownTable?.();
+      return this.byName(name) ?? this.masked('other');
+    }
+    const column = relation.columns.find((c) => c.attnum === attnum);
+    return column === undefined ? this.byName(name) : this.columnOf(relation, column.name);
+  }
+
+  /** A reference as written: `email`, `c.email`, `c.*`, `*`, or a relation used as a whole row. */
+  private resolve(ref: string, depth: number): Masked | undefined {
+    const parts = ref.split('.');
+    const last = parts.at(-1)!;
+    if (last === '*') return this.wholeRow();
+    const named = this.byName(last);
+    if (named) return named;
+    if (depth < MAX_DEPTH) {
+      for (const derived of this.lineage?.derived ?? []) {
+        if (derived.name !== last && !derived.star) continue;
+        for (const inner of derived.refs) {
+          const masked = this.resolve(inner, depth + 1);
+          if (masked) return masked;
+        }
+      }
+    }
+    if (parts.length === 1 && this.lineage?.relations.includes(last)) return this.wholeRow();
+    return undefined;
+  }
+
+  private wholeRow(): Masked | undefined {
+    for (const candidate of this.candidates) {
+      const masked = this.privateColumnIn(candidate);
+      if (masked) return masked;
+    }
+    if (this.depth < MAX_DEPTH) {
+      for (const derived of this.lineage?.derived ?? []) {
+        for (const ref of derived.refs) {
+          if (ref.endsWith('*')) continue;
+          const masked = this.resolve(ref, MAX_DEPTH);
+          if (masked) return masked;
+        }
+      }
+    }
+    return undefined;
+  }
+
+  /** A column name private in any table the statement reads. */
+  private byName(column: string): Masked | undefined {
+    for (const candidate of this.candidates) {
+      const masked = candidate.relation
+        ? candidate.relation.columns.some((c) => c.name === column)
+          ? this.columnOf(candidate.relation, column)
+          : undefined
+        : this.masked(
+            this.input.policy.classOf(this.input.target.name, candidate.schema, candidate.name, column),
+          );
+      if (masked) return masked;
+    }
+    return undefined;
+  }
+
+  private columnOf(relation: CatalogRelation, column: string): Masked | undefined {
+    const direct = this.input.policy.classOf(this.input.target.name, relation.schema, relation.name, column);
+    if (direct) return this.masked(direct);
+    if (relation.definition === undefined) return undefined;
+    // A view's column is what its definition computes it from.
+    if (this.depth >= MAX_DEPTH) return this.masked('other');
+    const index = relation.columns.findIndex((c) => c.name === column);
+    const view = viewStatement(relation.definition);
+    if (view === undefined) return this.masked('other');
+    const inner = new Resolver(view, { ...this.input, searchPath: ['public'] }, this.depth + 1);
+    const plan = inner.plan();
+    return plan.positional
+      ? plan.positional[index]
+      : (plan.computed ?? (inner.anyPrivate ? this.masked('other') : undefined));
+  }
+
+  private privateColumnIn(candidate: Candidate): Masked | undefined {
+    if (candidate.relation === undefined) return undefined;
+    for (const column of candidate.relation.columns) {
+      const masked = this.columnOf(candidate.relation, column.name);
+      if (masked) return masked;
+    }
+    return undefined;
+  }
+
+  private masked(maskClass: MaskClass | undefined): Masked | undefined {
+    if (maskClass === undefined) return undefined;
+    const strategy = this.input.policy.strategyFor(this.input.identity, maskClass);
+    return strategy && { maskClass, strategy };
+  }
+
+  private mayUse(ref: string, clause: InferenceClause): boolean {
+    const column = ref.split('.').at(-1)!;
+    return this.input.policy.mayUse(this.input.identity, this.candidates, column, clause);
+  }
+
+  private first(list: readonly (Masked | undefined)[]): Masked | undefined {
+    return list.find((masked) => masked !== undefined);
+  }
+
+  /** The relations a table name may mean; a name the catalog does not know stays a name. */
+  private candidatesOf(schema: string | undefined, name: string): Candidate[] {
+    const { catalog, searchPath } = this.input;
+    if (schema !== undefined) return [{ schema, name, relation: catalog.named(schema, name) }];
+    const found = searchPath
+      .map((path) => catalog.named(path, name))
+      .filter((relation): relation is CatalogRelation => relation !== undefined)
+      .map((relation) => ({ schema: relation.schema, name, relation }));
+    return found.length > 0 ? found : [{ schema: undefined, name, relation: undefined }];
+  }
+}
+
+const views = new AnalysisCache(1_000);
+
+function viewStatement(definition: string): StatementAnalysis | undefined {
+  try {
+    const statements = views.get(definition).statements;
+    return statements.length === 1 ? statements[0] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function deny(message: string, hint: string): MaskVerdict {
+  return { kind: 'deny', message, hint };
+}
+
+function quoteRef(ref: string): string {
+  return `"${ref}"`;
+}
