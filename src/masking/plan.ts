@@ -92,6 +92,7 @@ const MAX_DEPTH = 8;
 class Resolver {
   private readonly candidates: Candidate[];
   private readonly lineage: Lineage | undefined;
+  private readonly known = new Map<string, Masked | undefined>();
   /** Some table the statement reads has a column private for this identity. */
   readonly anyPrivate: boolean;
   /** Some table the statement names is not in the catalog (new, temporary, or not there at all). */
@@ -239,7 +240,16 @@ class Resolver {
     return undefined;
   }
 
+  /** A column of a catalog relation, as this identity sees it; asked for each result, so remembered. */
   private columnOf(relation: CatalogRelation, column: string): Masked | undefined {
+    const key = `${relation.oid}.${column}`;
+    if (this.known.has(key)) return this.known.get(key);
+    const masked = this.resolveColumn(relation, column);
+    this.known.set(key, masked);
+    return masked;
+  }
+
+  private resolveColumn(relation: CatalogRelation, column: string): Masked | undefined {
     const direct = this.input.policy.classOf(this.input.target.name, relation.schema, relation.name, column);
     if (direct) return this.masked(direct);
     if (relation.definition === undefined) return undefined;

@@ -43,19 +43,16 @@ export function maskResult(
   let report: MaskReport | undefined;
   const writer = new Writer();
 
+  const current = (): StatementPlan | undefined => plans[Math.min(statement, plans.length - 1)];
+
   const describe = (fields: readonly FieldDescription[]): void => {
-    const plan = plans[Math.min(statement, plans.length - 1)];
+    const plan = current();
     rewrites = [];
     if (plan === undefined) return;
-    const positions = plan.positional?.length === fields.length ? plan.positional : undefined;
     fields.forEach((field, index) => {
       const masked =
         (field.tableOid !== 0 ? plan.plain(field.tableOid, field.columnAttribute, field.name) : undefined) ??
-        (positions
-          ? positions[index]
-          : field.tableOid === 0
-            ? (plan.computed ?? plan.positional?.[index])
-            : undefined);
+        atPosition(plan, index, fields.length);
       if (masked) rewrites!.push({ index, masked, typeOid: field.typeOid, format: field.format });
     });
     report =
@@ -64,13 +61,10 @@ export function maskResult(
 
   /** Rows with no description seen: the plan's positions, values sent as NULL. */
   const blind = (count: number): Rewrite[] => {
-    const plan = plans[Math.min(statement, plans.length - 1)];
+    const plan = current();
     const out: Rewrite[] = [];
-    for (let index = 0; index < count; index++) {
-      const masked =
-        plan?.positional?.length === count
-          ? plan.positional[index]
-          : (plan?.computed ?? plan?.positional?.[index]);
+    for (let index = 0; plan !== undefined && index < count; index++) {
+      const masked = atPosition(plan, index, count);
       if (masked)
         out.push({ index, masked: { ...masked, strategy: { kind: 'null' } }, typeOid: 0, format: 0 });
     }
@@ -86,7 +80,8 @@ export function maskResult(
         case Code.DataRow: {
           rewrites ??= blind(frame.readInt16BE(5));
           if (rewrites.length === 0) return frame;
-          const values = [...parseDataRow(new Reader(frame, 5, frame.length)).values];
+          // A fresh array per row: rewritten in place.
+          const values = parseDataRow(new Reader(frame, 5, frame.length)).values as (Buffer | null)[];
           for (const { index, masked, typeOid, format } of rewrites) {
             values[index] = maskValue(
               values[index] ?? null,
@@ -112,4 +107,14 @@ export function maskResult(
       }
     },
   };
+}
+
+/**
+ * What the plan says of column `index` of `count` by position: certain when the counts agree; else
+ * what any computed column may hold.
+ */
+function atPosition(plan: StatementPlan, index: number, count: number): Masked | undefined {
+  return plan.positional?.length === count
+    ? plan.positional[index]
+    : (plan.computed ?? plan.positional?.[index]);
 }

@@ -93,13 +93,9 @@ export interface PolicyInput {
 
 export type { MatchedRule };
 
-export interface Verdict {
-  readonly action: Action;
-  /** The rule that decided (undefined when the default did). */
-  readonly rule: string | undefined;
-  readonly message: string;
+/** What the rules decided, with every matched rule and why. */
+export interface Verdict extends Pick<Judgement, 'action' | 'rule' | 'message' | 'limits'> {
   readonly matched: readonly MatchedRule[];
-  readonly limits: { readonly maxRows?: number; readonly statementTimeoutMs?: number };
 }
 
 const STRENGTH: Record<Action, number> = { allow: 0, limit: 1, mask: 1, review: 2, deny: 3 };
@@ -211,6 +207,7 @@ export interface Hit {
 /** A Verdict before the statements' texts are put into its reasons. */
 export interface Judgement {
   readonly action: Action;
+  /** The rule that decided (undefined when the default did). */
   readonly rule: string | undefined;
   readonly message: string;
   readonly hits: readonly Hit[];

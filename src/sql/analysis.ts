@@ -8,6 +8,7 @@
 import { fingerprintSync, loadModule, parseSync } from 'libpg-query';
 import { isDangerous, isOpaque } from './functions.ts';
 import { type Lineage, lineageOf } from './lineage.ts';
+import { type Node, nodeOf, stringsOf } from './nodes.ts';
 
 export type StatementKind =
   | 'read'
@@ -108,8 +109,6 @@ export function loadParser(): Promise<void> {
   loaded ??= loadModule();
   return loaded;
 }
-
-type Node = Record<string, unknown>;
 
 const WRITE_STATEMENTS = new Set(['InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
 const DCL_STATEMENTS = new Set([
@@ -220,25 +219,6 @@ class Findings {
 }
 
 type Clause = keyof Findings['columns'] | undefined;
-
-function nodeOf(value: unknown): [string, Node] | undefined {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
-  const keys = Object.keys(value);
-  if (keys.length !== 1) return undefined;
-  const type = keys[0]!;
-  if (!/^[A-Z]/.test(type)) return undefined;
-  return [type, (value as Node)[type] as Node];
-}
-
-function stringsOf(list: unknown): string[] {
-  if (!Array.isArray(list)) return [];
-  return list.flatMap((item) => {
-    const node = nodeOf(item);
-    if (node?.[0] === 'String') return [String(node[1].sval)];
-    if (node?.[0] === 'A_Star') return ['*'];
-    return [];
-  });
-}
 
 function analyseStatement(root: Node, text: string): StatementAnalysis {
   const [command, body] = nodeOf(root)!;

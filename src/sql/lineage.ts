@@ -12,7 +12,7 @@
  * end in `*` or name a relation of the statement.
  */
 
-type Node = Record<string, unknown>;
+import { type Node, stringsOf } from './nodes.ts';
 
 export interface OutputColumn {
   /** The name the column gets (its alias, the column's own name, or `?column?`). */
@@ -105,7 +105,7 @@ function targetsOf(list: unknown): OutputColumn[] {
     const target = (item as Node).ResTarget as Node;
     const value = target.val as Node | undefined;
     const column = value?.ColumnRef as Node | undefined;
-    const fields = column ? fieldNames(column.fields) : undefined;
+    const fields = column ? stringsOf(column.fields) : undefined;
     if (fields?.at(-1) === '*') return { name: '*', star: true, refs: [fields.join('.')] };
     const name =
       typeof target.name === 'string' ? target.name : (fields?.at(-1) ?? functionName(value) ?? '?column?');
@@ -115,16 +115,7 @@ function targetsOf(list: unknown): OutputColumn[] {
 
 function functionName(value: Node | undefined): string | undefined {
   const call = value?.FuncCall as Node | undefined;
-  return call ? fieldNames(call.funcname).at(-1) : undefined;
-}
-
-function fieldNames(fields: unknown): string[] {
-  if (!Array.isArray(fields)) return [];
-  return fields.map((field) => {
-    const node = field as Node;
-    if (node.A_Star) return '*';
-    return String((node.String as Node | undefined)?.sval ?? '');
-  });
+  return call ? stringsOf(call.funcname).at(-1) : undefined;
 }
 
 /** Every column reference inside an expression, subqueries included. */
@@ -135,7 +126,7 @@ function refsIn(value: unknown, into: string[] = []): string[] {
   }
   if (value === null || typeof value !== 'object') return into;
   for (const [key, inner] of Object.entries(value)) {
-    if (key === 'ColumnRef') into.push(fieldNames((inner as Node).fields).join('.'));
+    if (key === 'ColumnRef') into.push(stringsOf((inner as Node).fields).join('.'));
     else refsIn(inner, into);
   }
   return into;
