@@ -248,7 +248,7 @@ export class PolicyEngine {
         outcome: maskedOutcome(
           outcomeOf(judgement, context, shape.cursor),
           this.masking,
-          first === undefined ? analysed : [withText(analysed[0]!, sql)],
+          analysed, // masking reads no text: the shape's analysis is enough
           context,
         ),
         catalog,
