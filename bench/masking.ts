@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { freePort, spawnManaged, stopAll } from './children.ts';
-import { REPO_ROOT } from './paths.ts';
+import { profileFlags, REPO_ROOT } from './paths.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const READS_PER_ROUND = 20;
@@ -89,9 +89,14 @@ masking:
       .pop()!
       .trim();
   const keys = { masked: keyOf('masked'), clear: keyOf('clear') };
-  const warden = spawnManaged('warden', process.execPath, [bin, 'start', '--config', file], {
-    cwd: REPO_ROOT,
-  });
+  const warden = spawnManaged(
+    'warden',
+    process.execPath,
+    [...profileFlags('warden-masking'), bin, 'start', '--config', file],
+    {
+      cwd: REPO_ROOT,
+    },
+  );
   await warden.waitForLine(/listening/, 30_000);
   const connect = async (identity: 'masked' | 'clear') => {
     const client = new pg.Client({

@@ -165,11 +165,11 @@ export async function startWarden(
 }
 
 /**
- * BENCH_CPU_PROF=<folder>: the warden-hook and warden-policy processes write V8 CPU profiles in
+ * BENCH_CPU_PROF=<folder>: the Warden processes of a bench write V8 CPU profiles in
  * <folder>/<path name>/, one per thread (tsx's loader runs in a thread of its own: one fixed file
  * name would have that thread's profile overwrite the main thread's).
  */
-function profileFlags(name: string): string[] {
+export function profileFlags(name: string): string[] {
   const folder = process.env.BENCH_CPU_PROF;
   if (folder === undefined || folder === '') return [];
   return ['--cpu-prof', '--cpu-prof-dir', path.resolve(folder, name)];

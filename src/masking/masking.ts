@@ -8,6 +8,7 @@ import type { TargetConfig } from '../config/index.ts';
 import type { ResultTransform, SessionInfo } from '../policy/decision.ts';
 import type { StatementAnalysis } from '../sql/analysis.ts';
 import { type Catalog, Catalogs, EMPTY_CATALOG } from './catalog.ts';
+import { MaskMemos } from './memo.ts';
 import { CLEAR, type MaskVerdict, planStatements, type StatementPlan } from './plan.ts';
 import type { MaskingPolicy } from './policy.ts';
 import { type MaskReport, maskResult } from './transform.ts';
@@ -16,6 +17,7 @@ const REFRESH_INTERVAL_MS = 1_000;
 
 export class Masking {
   private readonly refreshedAt = new Map<string, number>();
+  private readonly memos = new MaskMemos();
 
   constructor(
     readonly policy: MaskingPolicy,
@@ -61,6 +63,11 @@ export class Masking {
 
   transform(plans: readonly StatementPlan[], session: SessionInfo): ResultTransform {
     const onReport = this.onReport;
-    return maskResult(plans, this.policy.key, onReport && ((report) => onReport(session, report)));
+    return maskResult(
+      plans,
+      this.policy.key,
+      this.memos,
+      onReport && ((report) => onReport(session, report)),
+    );
   }
 }

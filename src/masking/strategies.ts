@@ -15,6 +15,7 @@
 import { createHmac } from 'node:crypto';
 import { isIP } from 'node:net';
 import { detect, luhnValid } from './detectors.ts';
+import { hmacSha256 } from './hmac.ts';
 
 export const MASK_CLASSES = [
   'email',
@@ -67,7 +68,7 @@ export function maskText(
     case 'partial':
       return partial(value, strategy.keep);
     case 'hash':
-      return hmac(key, value).toString('hex').slice(0, 16);
+      return hmac(key, value).toString('hex', 0, HASH_BYTES);
     case 'fake':
       return FAKES[maskClass](value, new Derivation(hmac(key, `${maskClass}:${value}`)));
     case 'null':
@@ -82,7 +83,7 @@ export function maskText(
  * the server sent them (null = SQL NULL, which stays NULL), `typeOid` the
  * column's PostgreSQL type OID (0 when unknown), `format` 0 text / 1 binary.
  * Returns the bytes to send, or null for NULL. The result is always valid for
- * the type in that format.
+ * the type in that format. It may be shared between calls: copy it, never change it.
  */
 export function maskValue(
   raw: Buffer | null,
@@ -95,6 +96,8 @@ export function maskValue(
   if (raw === null || strategy.kind === 'null') return null;
   if (TEXT_TYPES.has(typeOid)) {
     // Text-like types are UTF-8 text in both formats (binary send of text is the bytes themselves).
+    if (strategy.kind === 'hash') return hashBytes(raw, key); // 16 bytes: fits any text type
+    if (strategy.kind === 'redact' && typeOid !== OID.name) return redactedBytes(strategy);
     const masked = maskText(raw.toString('utf8'), strategy, maskClass, key);
     if (masked === null) return null;
     return typeOid === OID.name ? nameBytes(masked) : Buffer.from(masked, 'utf8');
@@ -118,7 +121,34 @@ export function maskValue(
 }
 
 function hmac(key: Buffer, data: string): Buffer {
-  return createHmac('sha256', key).update(data, 'utf8').digest();
+  return hmacSha256(key, Buffer.from(data, 'utf8'));
+}
+
+const REDACTED = new WeakMap<Strategy, Buffer>();
+
+/** The fixed text of a `redact` strategy, encoded once (the buffer is copied out, never changed). */
+function redactedBytes(strategy: Strategy & { kind: 'redact' }): Buffer {
+  let bytes = REDACTED.get(strategy);
+  if (bytes === undefined) {
+    bytes = Buffer.from(strategy.text ?? 'REDACTED', 'utf8');
+    REDACTED.set(strategy, bytes);
+  }
+  return bytes;
+}
+
+/** The `hash` strategy keeps this many bytes of the HMAC, as hex. */
+const HASH_BYTES = 8;
+const HEX_DIGITS = Buffer.from('0123456789abcdef');
+
+/** `hash` of a text value's bytes, as the bytes of its hex, without decoding the value. */
+function hashBytes(raw: Buffer, key: Buffer): Buffer {
+  const digest = hmacSha256(key, raw);
+  const out = Buffer.allocUnsafe(HASH_BYTES * 2);
+  for (let i = 0; i < HASH_BYTES; i++) {
+    out[i * 2] = HEX_DIGITS[digest[i]! >>> 4]!;
+    out[i * 2 + 1] = HEX_DIGITS[digest[i]! & 0x0f]!;
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------

@@ -12,9 +12,9 @@
 import type { ResultTransform } from '../policy/decision.ts';
 import type { FieldDescription } from '../protocol/postgres/messages.ts';
 import { Code } from '../protocol/postgres/messages.ts';
-import { parseDataRow, parseRowDescription, writeDataRow } from '../protocol/postgres/query.ts';
+import { parseRowDescription } from '../protocol/postgres/query.ts';
 import { Reader } from '../protocol/postgres/reader.ts';
-import { Writer } from '../protocol/postgres/writer.ts';
+import { type MaskMemo, type MaskMemos, MEMO_MAX_VALUE, memoHash } from './memo.ts';
 import type { Masked, StatementPlan } from './plan.ts';
 import { maskValue } from './strategies.ts';
 
@@ -24,6 +24,8 @@ interface Rewrite {
   readonly masked: Masked;
   readonly typeOid: number;
   readonly format: 0 | 1;
+  /** Masks already made this way, by value, for the strategies that cost an HMAC per value. */
+  readonly memo: MaskMemo | undefined;
 }
 
 /** What one masked result counted: for audit. */
@@ -35,13 +37,13 @@ export interface MaskReport {
 export function maskResult(
   plans: readonly StatementPlan[],
   key: Buffer,
+  memos: MaskMemos,
   onReport?: (report: MaskReport) => void,
 ): ResultTransform {
   let statement = 0;
   /** The columns to rewrite in the current result; undefined until its RowDescription. */
   let rewrites: Rewrite[] | undefined;
   let report: MaskReport | undefined;
-  const writer = new Writer();
 
   const current = (): StatementPlan | undefined => plans[Math.min(statement, plans.length - 1)];
 
@@ -53,7 +55,10 @@ export function maskResult(
       const masked =
         (field.tableOid !== 0 ? plan.plain(field.tableOid, field.columnAttribute, field.name) : undefined) ??
         atPosition(plan, index, fields.length);
-      if (masked) rewrites!.push({ index, masked, typeOid: field.typeOid, format: field.format });
+      if (masked) {
+        const { typeOid, format } = field;
+        rewrites!.push({ index, masked, typeOid, format, memo: memos.for(masked, typeOid, format) });
+      }
     });
     report =
       rewrites.length > 0 ? { columns: rewrites.map((r) => fields[r.index]!.name), rows: 0 } : undefined;
@@ -66,7 +71,13 @@ export function maskResult(
     for (let index = 0; plan !== undefined && index < count; index++) {
       const masked = atPosition(plan, index, count);
       if (masked)
-        out.push({ index, masked: { ...masked, strategy: { kind: 'null' } }, typeOid: 0, format: 0 });
+        out.push({
+          index,
+          masked: { ...masked, strategy: { kind: 'null' } },
+          typeOid: 0,
+          format: 0,
+          memo: undefined,
+        });
     }
     return out;
   };
@@ -80,20 +91,8 @@ export function maskResult(
         case Code.DataRow: {
           rewrites ??= blind(frame.readInt16BE(5));
           if (rewrites.length === 0) return frame;
-          // A fresh array per row: rewritten in place.
-          const values = parseDataRow(new Reader(frame, 5, frame.length)).values as (Buffer | null)[];
-          for (const { index, masked, typeOid, format } of rewrites) {
-            values[index] = maskValue(
-              values[index] ?? null,
-              typeOid,
-              format,
-              masked.strategy,
-              masked.maskClass,
-              key,
-            );
-          }
           if (report) report.rows++;
-          return writeDataRow(writer, { type: 'DataRow', values }).flush();
+          return rewriteRow(frame, rewrites, key);
         }
         case Code.CommandComplete:
         case Code.EmptyQueryResponse:
@@ -107,6 +106,79 @@ export function maskResult(
       }
     },
   };
+}
+
+// Where the rewritten values of the current row are, and what they become (rows are rewritten one at a
+// time, on one thread).
+const valueStarts: number[] = [];
+const valueEnds: number[] = [];
+const replacements: (Buffer | null)[] = [];
+
+/**
+ * A DataRow with the values at `rewrites` (in column order) masked: the
+ * frame's columns are walked by their lengths, the masked values made, and
+ * the new row written into one buffer with the untouched bytes copied
+ * around them.
+ */
+function rewriteRow(frame: Buffer, rewrites: readonly Rewrite[], key: Buffer): Buffer {
+  const columns = frame.readInt16BE(5);
+  let at = 7;
+  let size = frame.length;
+  let next = 0;
+  for (let column = 0; column < columns && next < rewrites.length; column++) {
+    const length = frame.readInt32BE(at);
+    const end = length < 0 ? at + 4 : at + 4 + length;
+    const rewrite = rewrites[next]!;
+    if (rewrite.index === column) {
+      const value = length < 0 ? null : maskAt(frame, at + 4, end, rewrite, key);
+      valueStarts[next] = at;
+      valueEnds[next] = end;
+      replacements[next] = value;
+      size += (value === null ? 0 : value.length) - Math.max(length, 0);
+      next++;
+    }
+    at = end;
+  }
+  const out = Buffer.allocUnsafe(size);
+  out[0] = frame[0]!;
+  out.writeInt32BE(size - 1, 1);
+  let to = 5;
+  let from = 5;
+  for (let i = 0; i < next; i++) {
+    to = copyBytes(frame, from, valueStarts[i]!, out, to);
+    const value = replacements[i]!;
+    replacements[i] = null; // no reference kept to a value past its row
+    to = out.writeInt32BE(value === null ? -1 : value.length, to);
+    if (value !== null) to = copyBytes(value, 0, value.length, out, to);
+    from = valueEnds[i]!;
+  }
+  copyBytes(frame, from, frame.length, out, to);
+  return out;
+}
+
+/** Copies source[start, end) to target at `at`; returns where it ended. Short runs by hand: Buffer.copy costs more. */
+function copyBytes(source: Buffer, start: number, end: number, target: Buffer, at: number): number {
+  if (end - start > 32) return at + source.copy(target, at, start, end);
+  for (let i = start; i < end; i++) target[at++] = source[i]!;
+  return at;
+}
+
+/** The mask of the (non-NULL) value at frame[start, end), remembered when its way of masking is keyed. */
+function maskAt(frame: Buffer, start: number, end: number, rewrite: Rewrite, key: Buffer): Buffer | null {
+  const { memo } = rewrite;
+  if (memo === undefined || end - start > MEMO_MAX_VALUE)
+    return maskRaw(frame.subarray(start, end), rewrite, key);
+  const hash = memoHash(frame, start, end);
+  let value = memo.get(frame, start, end, hash);
+  if (value === undefined) {
+    value = maskRaw(frame.subarray(start, end), rewrite, key);
+    memo.set(frame, start, end, hash, value);
+  }
+  return value;
+}
+
+function maskRaw(raw: Buffer, { masked, typeOid, format }: Rewrite, key: Buffer): Buffer | null {
+  return maskValue(raw, typeOid, format, masked.strategy, masked.maskClass, key);
 }
 
 /**

@@ -559,14 +559,17 @@ export class Session {
    */
   private transformFrames(chunk: Buffer): Buffer | null {
     let leave = false;
-    // One write per message here: cork so they leave in as few packets as the fast path's.
-    this.client.cork();
+    // The chunk's messages, transformed, leave in one write: a write per message costs more than a copy.
+    const out: Buffer[] = [];
+    let size = 0;
     try {
       this.serverFramer.push(chunk, (type, buffer, start, bodyStart, end) => {
         const transform = this.responses.head?.transform;
         // Frames are views of the chunk (or of a joined copy), which nothing reuses: no copy needed.
         const frame = buffer.subarray(start, end);
-        this.writeClient(transform ? transform.message(type, frame) : frame);
+        const result = transform ? transform.message(type, frame) : frame;
+        out.push(result);
+        size += result.length;
         this.responses.received(type, end > bodyStart ? buffer[bodyStart]! : -1);
         if (!this.responses.head?.transform) {
           leave = true;
@@ -574,7 +577,7 @@ export class Session {
         }
       });
     } finally {
-      process.nextTick(() => this.client.uncork());
+      this.writeClient(out.length === 1 ? out[0]! : Buffer.concat(out, size));
     }
     if (!leave) return null;
     this.framing = false;
