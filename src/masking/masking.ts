@@ -40,7 +40,9 @@ export class Masking {
     session: SessionInfo,
     searchPath: readonly string[] | undefined,
   ): MaskVerdict {
-    if (!this.policy.active || !statements.some((statement) => statement.tables.length > 0)) return CLEAR;
+    const readsData = (statement: StatementAnalysis) =>
+      statement.tables.length > 0 || statement.fetches !== undefined;
+    if (!this.policy.active || !statements.some(readsData)) return CLEAR;
     const { target } = session;
     return planStatements(statements, {
       policy: this.policy,

@@ -20,7 +20,7 @@ import { AnalysisCache } from '../sql/cache.ts';
 import type { Lineage } from '../sql/lineage.ts';
 import type { Catalog, CatalogRelation } from './catalog.ts';
 import type { InferenceClause, MaskingPolicy } from './policy.ts';
-import type { MaskClass, Strategy } from './strategies.ts';
+import { MASK_CLASSES, type MaskClass, type Strategy } from './strategies.ts';
 
 /** A private result column as this identity sees it. */
 export interface Masked {
@@ -72,9 +72,16 @@ export function planStatements(statements: readonly StatementAnalysis[], input: 
     const resolver = new Resolver(statement, input);
     const refusal = resolver.refusal();
     if (refusal) return refusal;
-    const plan = resolver.plan();
+    // A FETCH still here reads a cursor whose DECLARE Warden did not see.
+    const plan = statement.fetches === undefined ? resolver.plan() : resolver.opaquePlan();
     // A table the catalog does not know may be private: its result is looked at (plain() masks it).
-    if (plan.positional?.some(Boolean) || plan.computed || resolver.anyPrivate || resolver.unknownTables)
+    if (
+      plan.positional?.some(Boolean) ||
+      plan.computed ||
+      resolver.anyPrivate ||
+      resolver.unknownTables ||
+      statement.fetches !== undefined
+    )
       masks = true;
     plans.push(plan);
   }
@@ -145,12 +152,6 @@ class Resolver {
         'Read it with SELECT, which Warden masks as it streams.',
       );
     }
-    if (statement.command === 'DeclareCursorStmt' && this.outputsPrivate()) {
-      return deny(
-        'a cursor over columns masked for you is not supported yet',
-        'Read it with SELECT (with LIMIT and OFFSET for pages).',
-      );
-    }
     return undefined;
   }
 
@@ -170,22 +171,41 @@ class Resolver {
     };
   }
 
-  private outputsPrivate(): boolean {
-    return (this.lineage?.outputs ?? []).some((output) =>
-      output.refs.some((ref) => this.resolve(ref, 0) !== undefined),
-    );
-  }
-
+  /**
+   * A result column the server says is column `attnum` of relation `tableOid`: its value is that
+   * column's, so this answer is final (undefined: clear).
+   */
   private plain(tableOid: number, attnum: number, name: string): Masked | undefined {
+    if (attnum <= 0) return undefined; // a system column (ctid, xmin, tableoid...): no user data
     const relation = this.input.catalog.relation(tableOid);
-    if (relation === undefined) {
-      // A table created after the catalog was read (it may be a view of private data): masked whole
+    const column = relation?.columns.find((c) => c.attnum === attnum);
+    if (relation === undefined || column === undefined) {
+      // Created or altered after the catalog was read (it may be a view of private data): masked
       // until the catalog is read again.
       this.input.onUnknownTable?.();
-      return this.byName(name) ?? this.masked('other');
+      return this.byName(name) ?? this.masked('other') ?? this.anyMask();
     }
-    const column = relation.columns.find((c) => c.attnum === attnum);
-    return column === undefined ? this.byName(name) : this.columnOf(relation, column.name);
+    return this.columnOf(relation, column.name);
+  }
+
+  /**
+   * The plan of a FETCH from a cursor Warden did not see declared (a function returned it, say): a
+   * column of a table is masked by what it is; any other column may hold anything, so it is masked
+   * if anything is masked for this identity.
+   */
+  opaquePlan(): StatementPlan {
+    return {
+      positional: undefined,
+      computed: this.masked('other') ?? this.anyMask(),
+      plain: (tableOid, attnum, name) => this.plain(tableOid, attnum, name),
+    };
+  }
+
+  /** A mask for a value of unknown class: redacted, unless every class is clear for this identity. */
+  private anyMask(): Masked | undefined {
+    const { policy, identity } = this.input;
+    const masks = MASK_CLASSES.some((maskClass) => policy.strategyFor(identity, maskClass) !== undefined);
+    return masks ? { maskClass: 'other', strategy: { kind: 'redact' } } : undefined;
   }
 
   /** A reference as written: `email`, `c.email`, `c.*`, `*`, or a relation used as a whole row. */

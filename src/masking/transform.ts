@@ -52,9 +52,11 @@ export function maskResult(
     rewrites = [];
     if (plan === undefined) return;
     fields.forEach((field, index) => {
+      // A column the server names as a table's column holds that column's value: the catalog decides.
       const masked =
-        (field.tableOid !== 0 ? plan.plain(field.tableOid, field.columnAttribute, field.name) : undefined) ??
-        atPosition(plan, index, fields.length);
+        field.tableOid !== 0
+          ? plan.plain(field.tableOid, field.columnAttribute, field.name)
+          : atPosition(plan, index, fields.length);
       if (masked) {
         const { typeOid, format } = field;
         rewrites!.push({ index, masked, typeOid, format, memo: memos.for(masked, typeOid, format) });

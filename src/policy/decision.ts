@@ -32,6 +32,8 @@ export interface DecisionContext {
   readonly functionOid?: number;
   /** What a prepared statement of this session runs (SQL text), by name: EXECUTE is judged as that. */
   readonly prepared: (name: string) => string | undefined;
+  /** What a SQL cursor of this session was declared with (the DECLARE's text), by name: FETCH reads that. */
+  readonly cursor?: (name: string) => string | undefined;
   /** The session's search_path now, as Warden has followed it. */
   readonly searchPath?: readonly string[];
 }
@@ -44,6 +46,10 @@ export interface Effects {
   readonly deallocated?: readonly string[] | 'all';
   /** SET search_path: the new path; null for RESET / DEFAULT (back to the startup value). */
   readonly searchPath?: readonly string[] | null;
+  /** DECLARE CURSOR: names, the DECLARE's text, and whether the cursor outlives its transaction. */
+  readonly declared?: readonly { readonly name: string; readonly sql: string; readonly holdable: boolean }[];
+  /** CLOSE name, or CLOSE ALL / DISCARD ALL. */
+  readonly closed?: readonly string[] | 'all';
 }
 
 /** One rule that matched, and why: what audit records and `policy explain` prints. */

@@ -146,7 +146,10 @@ export class PolicyEngine {
     const statements: StatementAnalysis[] = [];
     // PREPAREs earlier in this batch: `PREPARE p AS ...; EXECUTE p` in one Query.
     const preparedHere = new Map<string, StatementAnalysis>();
+    // DECLAREs earlier in this batch: `DECLARE c CURSOR FOR ...; FETCH 10 FROM c`.
+    const declaredHere = new Map<string, StatementAnalysis>();
     for (const statement of analysis.statements) {
+      if (statement.declares) declaredHere.set(statement.declares.name, statement);
       const prepare = statement.prepares;
       if (prepare && context.source === 'bind' && prepare.name === context.name) {
         // A Bind of a statement SQL PREPARE made runs what was prepared, and prepares nothing.
@@ -177,10 +180,16 @@ export class PolicyEngine {
       searchPath: resolvedPath(context),
     });
     const matched = matchedRules(judgement.hits, statements);
+    // FETCH returns what its cursor's DECLARE selected: masked as that (a cursor not known stays a FETCH).
+    const results = statements.map((statement) =>
+      statement.fetches === undefined
+        ? statement
+        : (declaredHere.get(statement.fetches) ?? this.declared(context, statement.fetches) ?? statement),
+    );
     const outcome = maskedOutcome(
       outcomeOf(judgement, context, statements.some(isCursor)),
       this.masking,
-      statements,
+      results,
       context,
     );
     const effects = context.source === 'bind' ? undefined : effectsOf(statements);
@@ -315,10 +324,18 @@ export class PolicyEngine {
       const { statements } = analysis;
       shape = {
         id: ++shapeIds,
-        keepable: statements.every((s) => s.prepares === undefined && s.executes === undefined),
+        // Their verdicts depend on the session's prepared statements or cursors.
+        keepable: statements.every(
+          (s) => s.prepares === undefined && s.executes === undefined && s.fetches === undefined,
+        ),
         cursor: statements.some(isCursor),
         effects: statements.some(
-          (s) => s.prepares !== undefined || s.deallocates !== undefined || s.setting === 'search_path',
+          (s) =>
+            s.prepares !== undefined ||
+            s.deallocates !== undefined ||
+            s.declares !== undefined ||
+            s.closes !== undefined ||
+            s.setting === 'search_path',
         ),
         lastSession: undefined,
         lastPath: undefined,
@@ -362,6 +379,17 @@ export class PolicyEngine {
       key,
     });
     return key;
+  }
+
+  /** The DECLARE that made the session's cursor `name`, if Warden saw it. */
+  private declared(context: DecisionContext, name: string): StatementAnalysis | undefined {
+    const text = context.cursor?.(name);
+    if (text === undefined) return undefined;
+    try {
+      return this.cache.get(text).statements.find((statement) => statement.declares?.name === name);
+    } catch {
+      return undefined;
+    }
   }
 
   /** What EXECUTE name runs: the statement a PREPARE (or a protocol Parse) gave that name. */
@@ -623,6 +651,19 @@ function effectsOf(statements: readonly StatementAnalysis[]): Effects | undefine
     if (statement.setting === 'search_path') {
       effects ??= {};
       effects.searchPath = statement.settingValue ?? null;
+    }
+    if (statement.declares) {
+      effects ??= {};
+      const { name, holdable } = statement.declares;
+      effects.declared = [...(effects.declared ?? []), { name, sql: statement.text, holdable }];
+    }
+    if (statement.closes !== undefined) {
+      effects ??= {};
+      const previous = effects.closed;
+      effects.closed =
+        statement.closes === 'all' || previous === 'all'
+          ? 'all'
+          : [...(previous ?? []), statement.closes.name];
     }
   }
   return effects;

@@ -86,6 +86,12 @@ export class Session {
    * SET LOCAL, a rolled-back SET or a failed one can never narrow it.
    */
   private searchPath: readonly string[] | undefined;
+  /**
+   * SQL cursors declared through this session: the DECLARE's text (FETCH is masked as what it
+   * selected) and whether it outlives its transaction. Forgotten at CLOSE, at DISCARD ALL, when
+   * its DECLARE failed, and at the end of its transaction.
+   */
+  private readonly cursors = new Map<string, { readonly sql: string; readonly holdable: boolean }>();
   /** The client said Terminate: what it sent before is answered, then the session ends. */
   private terminating = false;
   /** Warden refused an extended-protocol message: the client's messages up to Sync are dropped, as the server would. */
@@ -331,6 +337,7 @@ export class Session {
       name,
       functionOid,
       prepared: this.preparedSql,
+      cursor: this.cursorSql,
       searchPath: this.searchPath,
     };
     try {
@@ -342,6 +349,8 @@ export class Session {
       });
     }
   }
+
+  private readonly cursorSql = (name: string): string | undefined => this.cursors.get(name)?.sql;
 
   private readonly preparedSql = (name: string): string | undefined => {
     const sql = this.statements.get(name);
@@ -444,6 +453,9 @@ export class Session {
       effects.deallocated === 'all' ? [...this.statements.keys()] : (effects.deallocated ?? []);
     for (const name of deallocated) if (this.statements.has(name)) this.statements.set(name, UNKNOWN);
     for (const { name, sql } of effects.prepared ?? []) this.statements.set(name, sql);
+    if (effects.closed === 'all') this.cursors.clear();
+    for (const name of effects.closed === 'all' ? [] : (effects.closed ?? [])) this.cursors.delete(name);
+    for (const { name, sql, holdable } of effects.declared ?? []) this.cursors.set(name, { sql, holdable });
     if (effects.searchPath !== undefined) {
       const added = effects.searchPath ?? this.info.searchPath ?? [];
       this.searchPath = [...new Set([...(this.searchPath ?? this.info.searchPath ?? ['public']), ...added])];
@@ -463,6 +475,8 @@ export class Session {
     for (const name of deallocated)
       if (ok && this.statements.get(name) === UNKNOWN) this.statements.delete(name);
     if (!ok) for (const { name } of effects.prepared ?? []) this.statements.set(name, UNKNOWN);
+    // A cursor whose DECLARE may have failed is not known: a FETCH from that name is masked blind.
+    if (!ok) for (const { name } of effects.declared ?? []) this.cursors.delete(name);
   }
 
   private forgetStatement(name: string, sql: string): void {
@@ -548,9 +562,18 @@ export class Session {
   }
 
   private readonly onServerMessageEnd = (type: number, _end: number, firstByte: number): boolean => {
-    this.responses.received(type, firstByte);
+    this.received(type, firstByte);
     return this.responses.head?.transform !== undefined;
   };
+
+  /** A server message has been passed on whole. */
+  private received(type: number, firstByte: number): void {
+    this.responses.received(type, firstByte);
+    // Idle, out of any transaction: the cursors declared without HOLD are gone.
+    if (type === Code.ReadyForQuery && firstByte === 0x49 /* I */ && this.cursors.size > 0) {
+      for (const [name, cursor] of this.cursors) if (!cursor.holdable) this.cursors.delete(name);
+    }
+  }
 
   /**
    * The slow path, only while the oldest unanswered message has a transform:
@@ -570,7 +593,7 @@ export class Session {
         const result = transform ? transform.message(type, frame) : frame;
         out.push(result);
         size += result.length;
-        this.responses.received(type, end > bodyStart ? buffer[bodyStart]! : -1);
+        this.received(type, end > bodyStart ? buffer[bodyStart]! : -1);
         if (!this.responses.head?.transform) {
           leave = true;
           this.serverFramer.stop();

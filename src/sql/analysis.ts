@@ -76,6 +76,12 @@ export interface StatementAnalysis {
   readonly executes?: string;
   /** DEALLOCATE name, or 'all' for DEALLOCATE ALL and DISCARD ALL. */
   readonly deallocates?: string;
+  /** DECLARE name CURSOR: the cursor's name, and whether it outlives its transaction (WITH HOLD). */
+  readonly declares?: { readonly name: string; readonly holdable: boolean };
+  /** FETCH or MOVE: the cursor it reads, whose rows are what its DECLARE selected. */
+  readonly fetches?: string;
+  /** CLOSE name; 'all' for CLOSE ALL and DISCARD ALL. */
+  readonly closes?: { readonly name: string } | 'all';
   /** SET name (for SET, RESET, SET LOCAL), lower case. */
   readonly setting?: string;
   /** The value SET gives it, as written (names and strings alike); undefined for RESET / DEFAULT. */
@@ -280,6 +286,7 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
   let deallocates: string | undefined;
   if (command === 'DeallocateStmt') deallocates = body.isall ? 'all' : String(body.name);
   if (command === 'DiscardStmt' && body.target === 'DISCARD_ALL') deallocates = 'all';
+  const cursors = cursorsOf(command, body);
 
   const lineage = lineageOf(command, body);
   const functions = [...found.functions];
@@ -300,6 +307,7 @@ function analyseStatement(root: Node, text: string): StatementAnalysis {
     ...(prepares ? { prepares } : {}),
     ...(executes !== undefined ? { executes } : {}),
     ...(deallocates !== undefined ? { deallocates } : {}),
+    ...cursors,
     ...(setting !== undefined ? { setting } : {}),
     ...(settingValue !== undefined ? { settingValue } : {}),
     ...(lineage ? { lineage } : {}),
@@ -505,5 +513,29 @@ function walk(value: unknown, found: Findings, access: 'read' | 'write', clause:
           }
         }
       }
+  }
+}
+
+/** PostgreSQL's CURSOR_OPT_HOLD bit of DeclareCursorStmt.options. */
+const CURSOR_OPT_HOLD = 0x0020;
+
+/** What a statement does to the session's SQL cursors. */
+function cursorsOf(command: string, body: Node): Pick<StatementAnalysis, 'declares' | 'fetches' | 'closes'> {
+  switch (command) {
+    case 'DeclareCursorStmt':
+      return {
+        declares: {
+          name: String(body.portalname),
+          holdable: ((Number(body.options) || 0) & CURSOR_OPT_HOLD) !== 0,
+        },
+      };
+    case 'FetchStmt':
+      return { fetches: String(body.portalname) };
+    case 'ClosePortalStmt':
+      return { closes: typeof body.portalname === 'string' ? { name: body.portalname } : 'all' };
+    case 'DiscardStmt':
+      return body.target === 'DISCARD_ALL' ? { closes: 'all' } : {};
+    default:
+      return {};
   }
 }

@@ -64,6 +64,7 @@ describe('masking on the wire', { timeout: 120_000 }, () => {
       policy: `
 policy:
   defaults: { human: allow, service: allow, agent: allow }
+  allowedFunctions: [open_contacts]
 masking:
   key: test-masking-key-0123456789
   columns:
@@ -241,6 +242,115 @@ masking:
       assert.equal(rows[0].id, 1);
       assertNoLeak(rows, 'the view once known');
     });
+  });
+
+  it('masks what cursors fetch, declared here or opened by a function', async () => {
+    await direct.query(`
+      CREATE FUNCTION open_contacts() RETURNS refcursor LANGUAGE plpgsql AS $$
+      DECLARE r refcursor := 'fn_cursor';
+      BEGIN
+        OPEN r FOR SELECT id, email, lower(full_name) AS n, 'x' || ssn AS s, city FROM customers ORDER BY id;
+        RETURN r;
+      END $$`);
+    await as('alice', async (client) => {
+      await client.query('BEGIN');
+      await client.query(
+        'DECLARE c CURSOR FOR SELECT id, email, upper(full_name) AS n, city, id * 10 AS tens FROM customers ORDER BY id',
+      );
+      const first = await client.query('FETCH 1 FROM c');
+      assertNoLeak(first.rows, 'FETCH from a declared cursor');
+      // Masked by the DECLARE's lineage: a computed column of clear data stays clear.
+      assert.deepEqual([first.rows[0].id, first.rows[0].city, first.rows[0].tens], [1, 'London', 10]);
+      assert.match(first.rows[0].email, /^[0-9a-f]{16}$/);
+      const rest = await client.query('FETCH ALL FROM c');
+      assertNoLeak(rest.rows, 'FETCH ALL');
+      assert.equal(rest.rows[0].city, 'Wilmslow');
+      await client.query('CLOSE c');
+      // Opened by a function: Warden never saw its query. Table columns are masked by what they
+      // are; computed ones, which could hold anything, are masked too.
+      await client.query('SELECT open_contacts()');
+      const opened = await client.query('FETCH ALL FROM fn_cursor');
+      assertNoLeak(opened.rows, 'a cursor a function opened');
+      assert.deepEqual(
+        opened.rows.map((r) => [r.id, r.city, r.n, r.s]),
+        [
+          [1, 'London', 'REDACTED', 'REDACTED'],
+          [2, 'Wilmslow', 'REDACTED', 'REDACTED'],
+        ],
+      );
+      await client.query('COMMIT');
+
+      // WITH HOLD outlives its transaction; a batch declares and fetches in one Query; BINARY.
+      await client.query('BEGIN');
+      await client.query(
+        'DECLARE h CURSOR WITH HOLD FOR SELECT lower(email) AS e, length(city) AS l FROM customers ORDER BY id',
+      );
+      await client.query('COMMIT');
+      const held = await client.query('FETCH ALL FROM h');
+      assertNoLeak(held.rows, 'a cursor WITH HOLD after COMMIT');
+      assert.deepEqual(
+        held.rows.map((r) => r.l),
+        [6, 8],
+        'still known after COMMIT: its clear computed column stays clear',
+      );
+      await client.query('CLOSE h');
+      const batch = (await client.query(
+        'BEGIN; DECLARE d CURSOR FOR SELECT ssn, city FROM customers; FETCH ALL FROM d; COMMIT',
+      )) as unknown as pg.QueryResult[];
+      assertNoLeak(batch[2]!.rows, 'DECLARE and FETCH in one batch');
+      assert.equal(batch[2]!.rows[0].ssn, 'REDACTED');
+      await client.query('BEGIN');
+      await client.query('DECLARE b BINARY CURSOR FOR SELECT id, email, score FROM customers ORDER BY id');
+      const binary = await client.query('FETCH ALL FROM b');
+      assertNoLeak(
+        binary.rows.map((r) => ({ ...r, email: String(r.email) })),
+        'a binary cursor',
+      );
+      assert.deepEqual([binary.rows[0].id, binary.rows[0].score], [1, 0]);
+      await client.query('COMMIT');
+
+      // Gone with its transaction: the server says so, and the session goes on.
+      await client.query('BEGIN');
+      await client.query('DECLARE g CURSOR FOR SELECT email FROM customers');
+      await client.query('ROLLBACK');
+      const gone = await client.query('FETCH ALL FROM g').then(
+        () => undefined,
+        (e: PgError) => e,
+      );
+      assert.equal(gone?.code, '34000');
+      // A cursor's query is judged like any other: no inference through it.
+      await client.query('BEGIN');
+      const inferred = await client
+        .query("DECLARE i CURSOR FOR SELECT id FROM customers WHERE email = 'ada@example.org'")
+        .then(
+          () => undefined,
+          (e: PgError) => e,
+        );
+      assert.equal(inferred?.code, '42501');
+      await client.query('ROLLBACK');
+      assert.equal((await client.query('SELECT city FROM customers WHERE id = 2')).rows[0].city, 'Wilmslow');
+    });
+    const agent = await as('agent', async (client) => {
+      await client.query('BEGIN');
+      await client.query('DECLARE a CURSOR FOR SELECT id, email FROM customers ORDER BY id');
+      return (await client.query('FETCH 1 FROM a')).rows;
+    });
+    assert.deepEqual(agent, [{ id: 1, email: null }]);
+  });
+
+  it('masks what psql shows, also when it fetches through a cursor (FETCH_COUNT)', {
+    skip: psqlMissing,
+  }, async () => {
+    const cursor = await psql(warden.conninfo('alice'), [
+      '-v',
+      'FETCH_COUNT=1',
+      '-c',
+      'SELECT email, upper(full_name) AS who, city FROM customers ORDER BY id',
+    ]);
+    assert.equal(cursor.code, 0, cursor.stderr);
+    for (const value of PRIVATE) assert.ok(!cursor.stdout.includes(value), cursor.stdout);
+    assert.ok(!cursor.stdout.includes('ADA LOVELACE'), cursor.stdout);
+    assert.match(cursor.stdout, /\|Wilmslow/);
   });
 
   it('masks what psql shows', { skip: psqlMissing }, async () => {
