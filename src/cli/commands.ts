@@ -1,4 +1,5 @@
 import cluster from 'node:cluster';
+import { writeFile } from 'node:fs/promises';
 import {
   formatConfigError,
   loadConfig,
@@ -7,6 +8,7 @@ import {
   watchConfig,
 } from '../config/index.ts';
 import { createApiKey, listApiKeys, revokeApiKey } from '../identity/keys.ts';
+import { discover, MAX_SAMPLE_ROWS, proposalYaml } from '../masking/discover.ts';
 import { startServer } from '../proxy/server.ts';
 import { currentWorkerId, runPrimary, workerChannel } from '../proxy/workers.ts';
 import { openStore } from '../store/store.ts';
@@ -123,4 +125,38 @@ export async function keyRevokeCommand(keyId: string, file: string): Promise<voi
   } finally {
     store.close();
   }
+}
+
+/** Proposes masking.columns for a target from a sample of its rows; writes counts, never values. */
+export async function discoverCommand(options: {
+  target: string;
+  config: string;
+  out?: string;
+  sample: string;
+}): Promise<void> {
+  const sampleRows = Number(options.sample);
+  if (!/^\d+$/.test(options.sample) || sampleRows < 1 || sampleRows > MAX_SAMPLE_ROWS) {
+    throw new UsageError(
+      `--sample must be a whole number of rows from 1 to ${MAX_SAMPLE_ROWS}, not "${options.sample}"`,
+    );
+  }
+  const config = await loadConfig(options.config);
+  for (const warning of config.warnings) err(`warning: ${warning}`);
+  const target = config.targets.find((candidate) => candidate.name === options.target);
+  if (!target) {
+    const known = config.targets.map((candidate) => candidate.name).join(', ') || 'none';
+    throw new UsageError(
+      `no target "${options.target}" in ${options.config} (known: ${known}); pass one of them to --target, or add it under targets:`,
+    );
+  }
+  const discovery = await discover(target, { sampleRows });
+  const yaml = proposalYaml(discovery);
+  const summary = `proposed ${discovery.columns.length} columns from ${discovery.tables} tables of target "${target.name}"`;
+  if (options.out === undefined) {
+    process.stdout.write(yaml);
+    err(summary);
+    return;
+  }
+  await writeFile(options.out, yaml);
+  err(`${summary}; wrote ${options.out} for review`);
 }

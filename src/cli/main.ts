@@ -4,9 +4,12 @@
  */
 import { Command, CommanderError } from 'commander';
 import { ConfigError, formatConfigError } from '../config/index.ts';
+import { DEFAULT_SAMPLE_ROWS } from '../masking/discover.ts';
+import { UpstreamError } from '../proxy/upstream.ts';
 import { StoreError } from '../store/store.ts';
 import {
   checkConfigCommand,
+  discoverCommand,
   keyCreateCommand,
   keyListCommand,
   keyRevokeCommand,
@@ -106,6 +109,19 @@ Exit codes: 0 every case passed, 1 some case failed, 2 bad usage, config or case
   });
 
 program
+  .command('discover')
+  .description(
+    "sample a target's tables with its own credentials and propose masking.columns entries for review (counts only, never values)",
+  )
+  .requiredOption('-t, --target <name>', 'target to sample')
+  .option('-c, --config <file>', 'path to warden.yaml', 'warden.yaml')
+  .option('-o, --out <file>', 'write the proposal to this file (default: stdout)')
+  .option('-n, --sample <rows>', 'rows to sample per table', String(DEFAULT_SAMPLE_ROWS))
+  .action(async (options: { target: string; config: string; out?: string; sample: string }) =>
+    discoverCommand(options),
+  );
+
+program
   .command('demo')
   .description(
     'start an embedded PostgreSQL with personal data and Warden in front of it, and show how to connect',
@@ -131,6 +147,11 @@ function exitCodeFor(error: unknown): number {
   if (error instanceof UsageError) {
     process.stderr.write(`warden: ${error.message}\n`);
     return EXIT.usage;
+  }
+  if (error instanceof UpstreamError) {
+    // The target cannot be reached, refused the login, or refused a query (warden discover).
+    process.stderr.write(`warden: ${error.message}\n`);
+    return EXIT.failure;
   }
   if (error instanceof StoreError) {
     process.stderr.write(`warden: ${error.message}\n`);

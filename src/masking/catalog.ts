@@ -12,12 +12,7 @@
  * DDL statement went through); until then what it lacks is judged by name.
  */
 import type { TargetConfig } from '../config/index.ts';
-import { Code } from '../protocol/postgres/messages.ts';
-import { parseDataRow, parseErrorResponse, writeQuery } from '../protocol/postgres/query.ts';
-import { Reader } from '../protocol/postgres/reader.ts';
-import { Writer } from '../protocol/postgres/writer.ts';
-import { FrameReader } from '../proxy/frames.ts';
-import { connectUpstream } from '../proxy/upstream.ts';
+import { UpstreamQueries } from '../proxy/upstream-query.ts';
 
 export interface CatalogColumn {
   readonly name: string;
@@ -80,49 +75,37 @@ SELECT c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, a.atttypid,
    AND n.nspname !~ '^pg_toast'
  ORDER BY c.oid, a.attnum`;
 
-const MAX_CATALOG_MESSAGE = 64 << 20;
-const TERMINATE = Buffer.from([Code.Terminate, 0, 0, 0, 4]);
-
 /** Reads a target's catalog over a connection of its own; rejects with the server's error. */
 export async function readCatalog(target: TargetConfig): Promise<Catalog> {
-  const upstream = await connectUpstream(target, [['application_name', 'warden catalog']]);
-  const reader = new FrameReader(upstream.socket, MAX_CATALOG_MESSAGE, true);
+  const connection = await UpstreamQueries.open(target, 'warden catalog');
   try {
-    if (upstream.leftover.length > 0) reader.feed(upstream.leftover);
-    upstream.socket.write(writeQuery(new Writer(), { type: 'Query', sql: CATALOG_SQL }).flush());
     const relations = new Map<number, { relation: CatalogRelation; columns: CatalogColumn[] }>();
-    let failure: string | undefined;
-    for (;;) {
-      const frame = await reader.next();
-      const body = new Reader(frame.raw, frame.bodyStart, frame.raw.length);
-      if (frame.type === Code.DataRow) {
-        const [oid, schema, name, kind, attnum, column, typeOid, definition] = parseDataRow(body).values.map(
-          (value) => value?.toString('utf8'),
-        );
-        let entry = relations.get(Number(oid));
-        if (entry === undefined) {
-          const columns: CatalogColumn[] = [];
-          entry = {
-            relation: { oid: Number(oid), schema: schema!, name: name!, kind: kind!, columns, definition },
+    await connection.query(CATALOG_SQL, 'reading its catalog', (values) => {
+      const [oid, schema, name, kind, attnum, column, typeOid, definition] = values;
+      let entry = relations.get(Number(oid));
+      if (entry === undefined) {
+        const columns: CatalogColumn[] = [];
+        entry = {
+          relation: {
+            oid: Number(oid),
+            schema: schema!,
+            name: name!,
+            kind: kind!,
             columns,
-          };
-          relations.set(Number(oid), entry);
-        }
-        entry.columns.push({ name: column!, attnum: Number(attnum), typeOid: Number(typeOid) });
-      } else if (frame.type === Code.ErrorResponse) {
-        failure = parseErrorResponse(body).fields.M;
-      } else if (frame.type === Code.ReadyForQuery) {
-        break;
+            definition: definition ?? undefined,
+          },
+          columns,
+        };
+        relations.set(Number(oid), entry);
       }
-    }
-    if (failure !== undefined) throw new Error(`reading the catalog of target "${target.name}": ${failure}`);
+      entry.columns.push({ name: column!, attnum: Number(attnum), typeOid: Number(typeOid) });
+    });
     return new Catalog(
       [...relations.values()].map((entry) => entry.relation),
       Date.now(),
     );
   } finally {
-    upstream.socket.end(TERMINATE);
-    upstream.socket.destroy();
+    connection.close();
   }
 }
 
