@@ -53,6 +53,45 @@ const TERMINATE = Buffer.from([Code.Terminate, 0, 0, 0, 4]);
 const MAX_SERVER_MESSAGE = 0x7fffffff;
 /** What Warden sends in a refused message's place: a syntax error, so it can never run. */
 const REFUSED_SQL = '/* warden: statement refused */ WARDEN REFUSED';
+/** A portal: what its Bind decided, and what its results need to be read. */
+interface Portal {
+  readonly decision: Allow;
+  readonly mark: number;
+  readonly statement: string;
+  /** The result format codes of the Bind (none: all text; one: for all columns). */
+  readonly resultFormats: readonly number[];
+  /** Its RowDescription has gone (or will go) through its transform. */
+  described: boolean;
+}
+
+/** The result format codes of a Bind, read from after the statement name. */
+function resultFormatsOf(r: Reader): number[] {
+  const parameterFormats = r.int16();
+  for (let i = 0; i < parameterFormats; i++) r.int16();
+  const parameters = r.int16();
+  for (let i = 0; i < parameters; i++) {
+    const length = r.int32();
+    if (length > 0) r.bytes(length);
+  }
+  const count = r.int16();
+  const formats: number[] = [];
+  for (let i = 0; i < count; i++) formats.push(r.int16());
+  return formats;
+}
+
+/** A copy of a RowDescription frame with each column's format as a Bind's result formats say. */
+function withFormats(frame: Buffer, formats: readonly number[]): Buffer {
+  const out = Buffer.from(frame);
+  const count = out.readInt16BE(5);
+  let at = 7;
+  for (let i = 0; i < count; i++) {
+    at = out.indexOf(0, at) + 1 + 4 + 2 + 4 + 2 + 4; // name, table, attnum, type, size, modifier
+    out.writeInt16BE(formats.length === 0 ? 0 : formats.length === 1 ? formats[0]! : (formats[i] ?? 0), at);
+    at += 2;
+  }
+  return out;
+}
+
 /** A prepared statement whose existence or text the server has not confirmed: refused until it has. */
 const UNKNOWN = Symbol('unknown prepared statement');
 /** The statement name of that stand-in when the refused message was not a Parse (never created). */
@@ -79,7 +118,13 @@ export class Session {
    * was judged. `mark` tells when the Bind was sent: a portal does not
    * outlive the transaction it was made in.
    */
-  private readonly portals = new Map<string, { readonly decision: Allow; readonly mark: number }>();
+  private readonly portals = new Map<string, Portal>();
+  /**
+   * The RowDescription the server last gave for each prepared statement (from
+   * a Describe of it or of a portal bound to it): a result transform that
+   * must read the columns gets it when a driver Executes without Describing.
+   */
+  private readonly rowShapes = new Map<string, Buffer>();
   /**
    * Every schema this session's search_path has named (at startup or by
    * SET): an unqualified table may be in any of them. It only grows, so a
@@ -199,6 +244,7 @@ export class Session {
         const decision = this.judge('parse', sql, name);
         if (decision.action === 'deny') return this.refuse(decision, Expect.Parse, name);
         this.statements.set(name, sql);
+        this.rowShapes.delete(name);
         this.forward(buffer, start, end);
         // A Parse the server refuses creates nothing (and an unnamed one drops the old unnamed statement).
         this.responses.sent({ kind: Expect.Parse, settled: (ok) => ok || this.forgetStatement(name, sql) });
@@ -215,7 +261,14 @@ export class Session {
         }
         const decision = this.judge('bind', sql, statement);
         if (decision.action === 'deny') return this.refuse(decision, Expect.Bind);
-        const bound = { decision, mark: this.responses.mark };
+        const bound: Portal = {
+          decision,
+          mark: this.responses.mark,
+          statement,
+          // Only a result transform needs the result formats (see primeTransform).
+          resultFormats: decision.transform ? resultFormatsOf(r) : [],
+          described: false,
+        };
         this.portals.set(portal, bound);
         this.forward(buffer, start, end);
         this.responses.sent({ kind: Expect.Bind, settled: (ok) => ok || this.forgetPortal(portal, bound) });
@@ -230,6 +283,7 @@ export class Session {
           return this.refuse(this.error('execute', undefined, missingPortal(portal)), Expect.Execute);
         }
         const { decision } = bound;
+        if (decision.transform && !bound.described) this.primeTransform(bound, decision.transform);
         this.forward(buffer, start, end);
         this.responses.sent(this.expectation(Expect.Execute, decision));
         return;
@@ -259,19 +313,36 @@ export class Session {
           kind: Expect.Close,
           settled: (ok) => {
             if (this.statements.get(name) !== UNKNOWN) return;
-            if (ok) this.statements.delete(name);
-            else if (before !== undefined) this.statements.set(name, before);
+            if (ok) {
+              this.statements.delete(name);
+              this.rowShapes.delete(name);
+            } else if (before !== undefined) this.statements.set(name, before);
           },
         });
         return;
       }
       case Code.Describe: {
         this.forward(buffer, start, end);
-        // A portal's RowDescription goes through its decision's transform (masking reads the columns there).
         const r = new Reader(buffer, bodyStart, end);
-        const transform =
-          r.byte() === 0x50 /* P */ ? this.portals.get(r.cstring())?.decision.transform : null;
-        this.responses.sent(transform ? { kind: Expect.Describe, transform } : PLAIN[Expect.Describe]);
+        const target = r.byte();
+        const name = r.cstring();
+        if (target === 0x53 /* S */) {
+          this.responses.sent({ kind: Expect.Describe, transform: this.keepRowShape(name) });
+          return;
+        }
+        // A portal's RowDescription goes through its decision's transform (masking reads the columns there).
+        const bound = this.portals.get(name);
+        const transform = bound?.decision.transform;
+        if (bound === undefined || !transform) {
+          this.responses.sent(PLAIN[Expect.Describe]);
+          return;
+        }
+        bound.described = true;
+        const keep = this.keepRowShape(bound.statement);
+        this.responses.sent({
+          kind: Expect.Describe,
+          transform: { message: (type, frame) => transform.message(type, keep.message(type, frame)) },
+        });
         return;
       }
       case Code.Sync:
@@ -452,7 +523,10 @@ export class Session {
     const deallocated =
       effects.deallocated === 'all' ? [...this.statements.keys()] : (effects.deallocated ?? []);
     for (const name of deallocated) if (this.statements.has(name)) this.statements.set(name, UNKNOWN);
-    for (const { name, sql } of effects.prepared ?? []) this.statements.set(name, sql);
+    for (const { name, sql } of effects.prepared ?? []) {
+      this.statements.set(name, sql);
+      this.rowShapes.delete(name);
+    }
     if (effects.closed === 'all') this.cursors.clear();
     for (const name of effects.closed === 'all' ? [] : (effects.closed ?? [])) this.cursors.delete(name);
     for (const { name, sql, holdable } of effects.declared ?? []) this.cursors.set(name, { sql, holdable });
@@ -483,7 +557,29 @@ export class Session {
     if (this.statements.get(name) === sql) this.statements.delete(name);
   }
 
-  private forgetPortal(portal: string, bound: { readonly decision: Allow }): void {
+  /** A transform that keeps the RowDescription of statement `name`'s result for later Executes. */
+  private keepRowShape(name: string): ResultTransform {
+    return {
+      message: (type, frame) => {
+        if (type === Code.RowDescription) this.rowShapes.set(name, Buffer.from(frame));
+        return frame;
+      },
+    };
+  }
+
+  /**
+   * A portal Executed without a Describe: its transform reads the columns
+   * from the RowDescription kept for its statement, in the formats its Bind
+   * asked for, as if the server had sent it. Without one, the transform
+   * does what it can blind (masking sends private columns as NULL).
+   */
+  private primeTransform(bound: Portal, transform: ResultTransform): void {
+    bound.described = true;
+    const shape = this.rowShapes.get(bound.statement);
+    if (shape !== undefined) transform.message(Code.RowDescription, withFormats(shape, bound.resultFormats));
+  }
+
+  private forgetPortal(portal: string, bound: Portal): void {
     if (this.portals.get(portal) === bound) this.portals.delete(portal);
   }
 

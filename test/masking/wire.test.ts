@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import postgres from 'postgres';
 import {
   clientConfig,
   createTestDatabase,
@@ -188,6 +189,34 @@ masking:
     // A binary int4 of the right width: node-postgres decodes it to 0.
     assert.equal(binary.rows[0].score, 0);
     assert.equal(binary.rows[0].id, 1);
+  });
+
+  it('masks the rows of a statement Executed again without a Describe (postgres.js)', async () => {
+    const config = warden.pgConfig('alice');
+    const sql = postgres({
+      host: '127.0.0.1',
+      port: config.port,
+      user: config.user,
+      database: config.database,
+      password: config.password as string,
+      max: 1,
+      prepare: true,
+      onnotice: () => {},
+    });
+    try {
+      // The first run Describes the statement; the next ones only Bind and Execute it: Warden
+      // masks them with the row shape it kept, types and formats as they are.
+      for (const id of [1, 2, 1]) {
+        const [row] = await sql`SELECT id, email, ssn, score, dob, city FROM customers WHERE id = ${id}`;
+        assertNoLeak([row!], `run for id ${id}`);
+        assert.match(String(row!.email), /^[0-9a-f]{16}$/, 'a masked value, not NULL');
+        assert.equal(row!.ssn, 'REDACTED');
+        assert.equal(row!.score, 0);
+        assert.equal(row!.id, id);
+      }
+    } finally {
+      await sql.end({ timeout: 5 });
+    }
   });
 
   it('refuses to let a masked value be inferred or copied out, and the session goes on', async () => {
