@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import postgres from 'postgres';
 import {
   clientConfig,
   createTestDatabase,
@@ -192,17 +191,7 @@ masking:
   });
 
   it('masks the rows of a statement Executed again without a Describe (postgres.js)', async () => {
-    const config = warden.pgConfig('alice');
-    const sql = postgres({
-      host: '127.0.0.1',
-      port: config.port,
-      user: config.user,
-      database: config.database,
-      password: config.password as string,
-      max: 1,
-      prepare: true,
-      onnotice: () => {},
-    });
+    const sql = warden.postgresJs('alice');
     try {
       // The first run Describes the statement; the next ones only Bind and Execute it: Warden
       // masks them with the row shape it kept, types and formats as they are.

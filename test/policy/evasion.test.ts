@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import postgres from 'postgres';
+import type postgres from 'postgres';
 import {
   clientConfig,
   createTestDatabase,
@@ -199,17 +199,7 @@ describe('guardrails and evasions through real clients', { timeout: 120_000 }, (
   });
 
   it('postgres.js: cached statements and pipelined queries, one refused, the others answered', async () => {
-    const config = warden.pgConfig('etl');
-    const sql = postgres({
-      host: '127.0.0.1',
-      port: warden.port,
-      user: config.user,
-      database: config.database,
-      password: config.password as string,
-      max: 1,
-      prepare: true,
-      onnotice: () => {},
-    });
+    const sql = warden.postgresJs('etl');
     try {
       const results = await Promise.allSettled([
         sql`SELECT id FROM t WHERE id = ${1}`,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import postgres from 'postgres';
+import type postgres from 'postgres';
 import {
   createTestDatabase,
   findTestServer,
@@ -19,17 +19,7 @@ describe('postgres.js through Warden (pipelining, cached prepared statements)', 
     upstream = await findTestServer();
     database = await createTestDatabase(upstream, 'postgres_js');
     warden = await startWarden({ upstream, database: database.name });
-    const config = warden.pgConfig('agent');
-    sql = postgres({
-      host: '127.0.0.1',
-      port: warden.port,
-      user: config.user,
-      database: config.database,
-      password: config.password as string,
-      max: 4,
-      prepare: true,
-      onnotice: () => {},
-    });
+    sql = warden.postgresJs('agent', 4);
     await sql`CREATE TABLE events (id serial PRIMARY KEY, kind text NOT NULL, at timestamptz DEFAULT now(), data jsonb)`;
   });
 

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import postgres from 'postgres';
 import { loadConfig, type WardenConfig } from '../../src/config/index.ts';
 import { createApiKey } from '../../src/identity/keys.ts';
 import { allowAll, type Decide } from '../../src/policy/decision.ts';
@@ -27,6 +28,8 @@ export interface WardenHandle {
   conninfo(identity: string, extra?: string): string;
   /** node-postgres client config for an identity. */
   pgConfig(identity: string, overrides?: Partial<pg.ClientConfig>): pg.ClientConfig;
+  /** A postgres.js pool for an identity, with statements prepared and cached (it Executes them without Describe). */
+  postgresJs(identity: string, max?: number): postgres.Sql;
   close(): Promise<void>;
 }
 
@@ -104,6 +107,17 @@ ${setup.policy ?? ''}
       password: keys[identity],
       ...overrides,
     }),
+    postgresJs: (identity, max = 1) =>
+      postgres({
+        host: '127.0.0.1',
+        port,
+        user: identity,
+        database,
+        password: keys[identity],
+        max,
+        prepare: true,
+        onnotice: () => {},
+      }),
     async close() {
       await server.close();
       store.close();
