@@ -19,6 +19,7 @@ import type { ClauseColumns, StatementAnalysis } from '../sql/analysis.ts';
 import { AnalysisCache } from '../sql/cache.ts';
 import type { Lineage } from '../sql/lineage.ts';
 import type { Catalog, CatalogRelation } from './catalog.ts';
+import { type CopyFormat, type CopyPlan, nullMayBeValue, readCopyFormat } from './copy.ts';
 import type { InferenceClause, MaskingPolicy } from './policy.ts';
 import { MASK_CLASSES, type MaskClass, type Strategy } from './strategies.ts';
 
@@ -36,6 +37,8 @@ export interface StatementPlan {
   readonly computed: Masked | undefined;
   /** A plain column by table OID and attribute number (undefined: not private or not known). */
   plain(tableOid: number, attnum: number, name: string): Masked | undefined;
+  /** COPY ... TO STDOUT: how its rows are written, and its columns (positional's) when certain. */
+  readonly copy?: CopyPlan;
 }
 
 export type MaskVerdict =
@@ -88,6 +91,13 @@ export function planStatements(statements: readonly StatementAnalysis[], input: 
   return masks ? { kind: 'mask', plans } : CLEAR;
 }
 
+/** The columns of a COPY ... TO STDOUT, by position when certain, and what they hold. */
+interface CopyColumns {
+  readonly columns: readonly { readonly name: string; readonly typeOid: number }[] | undefined;
+  readonly positional: readonly (Masked | undefined)[] | undefined;
+  readonly computed: Masked | undefined;
+}
+
 interface Candidate {
   readonly schema: string | undefined;
   readonly name: string;
@@ -104,6 +114,9 @@ class Resolver {
   readonly anyPrivate: boolean;
   /** Some table the statement names is not in the catalog (new, temporary, or not there at all). */
   readonly unknownTables: boolean;
+  /** COPY ... TO STDOUT: the format of its rows, or why Warden cannot read them. */
+  private readonly copyFormat: CopyFormat | string | undefined;
+  private copyColumnsMade: CopyColumns | undefined;
 
   constructor(
     private readonly statement: StatementAnalysis,
@@ -115,6 +128,9 @@ class Resolver {
     this.anyPrivate = this.candidates.some((candidate) => this.privateColumnIn(candidate) !== undefined);
     this.unknownTables = this.candidates.some((candidate) => candidate.relation === undefined);
     if (this.unknownTables) input.onUnknownTable?.();
+    const copy = this.lineage?.copy;
+    this.copyFormat =
+      statement.kind === 'copy' && copy?.to === 'stdout' ? readCopyFormat(copy.options) : undefined;
   }
 
   /** Why the statement is refused: a private value would be inferred, copied out or sent unmasked. */
@@ -131,10 +147,14 @@ class Resolver {
         }
       }
     }
+    const copyQuery = statement.kind === 'copy' ? this.lineage?.copy?.query : undefined;
     const copiesOut =
       statement.kind === 'ddl' ||
       (statement.kind === 'write' &&
-        (statement.command === 'InsertStmt' || statement.command === 'UpdateStmt'));
+        (statement.command === 'InsertStmt' || statement.command === 'UpdateStmt')) ||
+      // COPY (INSERT ... SELECT ... RETURNING ...) TO STDOUT writes what its INSERT copies.
+      copyQuery === 'InsertStmt' ||
+      copyQuery === 'UpdateStmt';
     if (copiesOut) {
       for (const ref of statement.columns.select) {
         const masked = this.resolve(ref, 0);
@@ -146,16 +166,50 @@ class Resolver {
         }
       }
     }
-    if (statement.kind === 'copy' && this.anyPrivate) {
+    return statement.kind === 'copy' ? this.copyRefusal() : undefined;
+  }
+
+  /**
+   * COPY ... TO STDOUT is masked as it streams, when Warden can read the
+   * format of its rows; COPY to a server file or program would write private
+   * values where masking cannot reach them; COPY FROM is a write.
+   */
+  private copyRefusal(): MaskVerdict | undefined {
+    const format = this.copyFormat;
+    const copy = this.lineage?.copy;
+    if (format === undefined) {
+      if (!this.anyPrivate) return undefined;
+      if (copy !== undefined) {
+        return deny(
+          `COPY of columns masked for you to a server ${copy.to === 'program' ? 'program' : 'file'} would write them unmasked`,
+          'Use COPY ... TO STDOUT (psql: \\copy ... to), which Warden masks as it streams.',
+        );
+      }
       return deny(
         'COPY of a table with columns masked for you is not supported yet',
         'Read it with SELECT, which Warden masks as it streams.',
+      );
+    }
+    // Refused only when a column would be masked (a table the catalog does not know is masked whole).
+    if (this.copyColumns().computed === undefined) return undefined;
+    if (typeof format === 'string') {
+      return deny(
+        `COPY with ${format} cannot be masked: Warden cannot read rows written so`,
+        'Use FORMAT text, csv or binary, one-byte ASCII DELIMITER, QUOTE and ESCAPE, and no ENCODING other than UTF8; or read it with SELECT.',
+      );
+    }
+    if (nullMayBeValue(format)) {
+      return deny(
+        `COPY in text format with NULL '${format.nullMarker.toString('utf8')}' cannot be masked: a value written the same way could not be told from NULL`,
+        'Use the default NULL (\\N), or FORMAT csv, which quotes such a value.',
       );
     }
     return undefined;
   }
 
   plan(): StatementPlan {
+    if (this.copyFormat !== undefined && typeof this.copyFormat !== 'string')
+      return this.copyPlan(this.copyFormat);
     const outputs = this.lineage?.outputs ?? [];
     const stars = outputs.some((output) => output.star);
     const positional = stars
@@ -169,6 +223,66 @@ class Resolver {
       computed: computed && { maskClass: 'other', strategy: computed.strategy },
       plain: (tableOid, attnum, name) => this.plain(tableOid, attnum, name),
     };
+  }
+
+  private copyPlan(format: CopyFormat): StatementPlan {
+    const { columns, positional, computed } = this.copyColumns();
+    const quoted = (name: string) => format.forceQuoteAll || format.forceQuote.includes(name);
+    return {
+      positional,
+      computed,
+      plain: (tableOid, attnum, name) => this.plain(tableOid, attnum, name),
+      copy: { format, columns: columns?.map((column) => ({ ...column, forceQuote: quoted(column.name) })) },
+    };
+  }
+
+  /**
+   * COPY ... TO STDOUT: no RowDescription names its columns, so positions
+   * come from the statement: `COPY table` is the table's columns in
+   * attribute order (the catalog's, dropped columns left out, as COPY does),
+   * `COPY table (a, b)` the columns listed (types from the catalog), `COPY
+   * (query)` the query's select list (types not known). A table the catalog
+   * does not know is masked whole, as plain() does. `computed` is what any
+   * column may hold, for when the server's column count is not the plan's (a
+   * generated column, which COPY leaves out): undefined when nothing is masked.
+   */
+  private copyColumns(): CopyColumns {
+    if (this.copyColumnsMade) return this.copyColumnsMade;
+    const { outputs, copy } = this.lineage!;
+    const whole = this.unknownTables ? (this.masked('other') ?? this.anyMask()) : undefined;
+    const stars = outputs.some((output) => output.star);
+    let columns: { name: string; typeOid: number }[] | undefined;
+    let positional: (Masked | undefined)[] | undefined;
+    if (copy?.relation !== undefined) {
+      const relation = this.candidatesOf(copy.relation.schema, copy.relation.name)[0]?.relation;
+      const names = stars
+        ? relation?.columns.map((column) => column.name)
+        : outputs.map((output) => output.name);
+      if (names !== undefined) {
+        columns = names.map((name) => ({
+          name,
+          typeOid: relation?.columns.find((column) => column.name === name)?.typeOid ?? 0,
+        }));
+        // By the column's own name: a name is never split at a dot here.
+        positional = names.map((name) => this.byName(name) ?? whole);
+      }
+    } else if (!stars) {
+      columns = outputs.map((output) => ({ name: output.name, typeOid: 0 }));
+      positional = outputs.map(
+        (output) => this.first(output.refs.map((ref) => this.resolve(ref, 0))) ?? whole,
+      );
+    }
+    const any =
+      this.first([
+        ...(positional ?? []),
+        ...outputs.flatMap((output) => output.refs.map((ref) => this.resolve(ref, 0))),
+      ]) ?? whole;
+    this.copyColumnsMade = {
+      columns,
+      positional,
+      computed: any && { maskClass: 'other', strategy: any.strategy },
+    };
+    return this.copyColumnsMade;
   }
 
   /**

@@ -8,12 +8,18 @@
  * When rows arrive without a RowDescription in the same response (a driver
  * that Executes a statement it described earlier), the column types are not
  * known here: private values are then sent as NULL, valid for any type.
+ *
+ * COPY ... TO STDOUT answers with a CopyOutResponse and one CopyData per
+ * row instead: the statement's plan says the format and the columns, and
+ * copy.ts rewrites each row in that format.
  */
 import type { ResultTransform } from '../policy/decision.ts';
+import { parseCopyResponse } from '../protocol/postgres/copy.ts';
 import type { FieldDescription } from '../protocol/postgres/messages.ts';
 import { Code } from '../protocol/postgres/messages.ts';
 import { parseRowDescription } from '../protocol/postgres/query.ts';
 import { Reader } from '../protocol/postgres/reader.ts';
+import { type CopyRows, copyRows } from './copy.ts';
 import { type MaskMemo, type MaskMemos, MEMO_MAX_VALUE, memoHash } from './memo.ts';
 import type { Masked, StatementPlan } from './plan.ts';
 import { maskValue } from './strategies.ts';
@@ -44,6 +50,8 @@ export function maskResult(
   /** The columns to rewrite in the current result; undefined until its RowDescription. */
   let rewrites: Rewrite[] | undefined;
   let report: MaskReport | undefined;
+  /** The rows of the current COPY TO STDOUT, when it masks any column. */
+  let copy: CopyRows | undefined;
 
   const current = (): StatementPlan | undefined => plans[Math.min(statement, plans.length - 1)];
 
@@ -96,12 +104,25 @@ export function maskResult(
           if (report) report.rows++;
           return rewriteRow(frame, rewrites, key);
         }
+        case Code.CopyOutResponse: {
+          const response = parseCopyResponse(new Reader(frame, 5, frame.length), 'CopyOutResponse');
+          copy = copyRows(current(), response, memos, key, maskAt);
+          report = copy && { columns: copy.masked, rows: 0 };
+          return frame;
+        }
+        case Code.CopyData: {
+          if (copy === undefined) return frame;
+          const out = copy.rewrite(frame);
+          if (report) report.rows = copy.rows;
+          return out;
+        }
         case Code.CommandComplete:
         case Code.EmptyQueryResponse:
           if (report) onReport?.(report);
           statement++;
           rewrites = undefined;
           report = undefined;
+          copy = undefined;
           return frame;
         default:
           return frame;

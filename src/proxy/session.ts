@@ -283,9 +283,16 @@ export class Session {
           return this.refuse(this.error('execute', undefined, missingPortal(portal)), Expect.Execute);
         }
         const { decision } = bound;
-        if (decision.transform && !bound.described) this.primeTransform(bound, decision.transform);
         this.forward(buffer, start, end);
-        this.responses.sent(this.expectation(Expect.Execute, decision));
+        const { transform } = decision;
+        this.responses.sent(
+          this.expectation(
+            Expect.Execute,
+            transform && !bound.described
+              ? { ...decision, transform: this.primed(bound, transform) }
+              : decision,
+          ),
+        );
         return;
       }
       case Code.FunctionCall: {
@@ -568,15 +575,27 @@ export class Session {
   }
 
   /**
-   * A portal Executed without a Describe: its transform reads the columns
+   * The transform of a portal Executed without a Describe: before the first
+   * message of its answer (by then the server has answered any Describe of
+   * its statement sent before it), the portal's transform reads the columns
    * from the RowDescription kept for its statement, in the formats its Bind
-   * asked for, as if the server had sent it. Without one, the transform
-   * does what it can blind (masking sends private columns as NULL).
+   * asked for, as if the server had sent it. Without one, the transform does
+   * what it can blind (masking sends private columns as NULL).
    */
-  private primeTransform(bound: Portal, transform: ResultTransform): void {
-    bound.described = true;
-    const shape = this.rowShapes.get(bound.statement);
-    if (shape !== undefined) transform.message(Code.RowDescription, withFormats(shape, bound.resultFormats));
+  private primed(bound: Portal, transform: ResultTransform): ResultTransform {
+    let first = true;
+    return {
+      message: (type, frame) => {
+        if (first) {
+          first = false;
+          bound.described = true;
+          const shape = this.rowShapes.get(bound.statement);
+          if (shape !== undefined && type !== Code.RowDescription)
+            transform.message(Code.RowDescription, withFormats(shape, bound.resultFormats));
+        }
+        return transform.message(type, frame);
+      },
+    };
   }
 
   private forgetPortal(portal: string, bound: Portal): void {

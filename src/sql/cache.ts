@@ -59,12 +59,17 @@ export class AnalysisCache {
 }
 
 /**
- * SET (Warden reads its value) and batches of several statements (each
+ * SET (Warden reads its value), COPY (masking reads its rows by the options'
+ * literals) and batches of several statements (each
  * statement's own text is sliced from the input, and rules may read it) are
  * analysed per exact text.
  */
 function readsLiterals(analysis: Analysis): boolean {
   return (
-    analysis.statements.length > 1 || analysis.statements.some((statement) => statement.setting !== undefined)
+    analysis.statements.length > 1 ||
+    // SET's value; COPY's options (a delimiter or NULL marker is a literal, and masking reads rows by it).
+    analysis.statements.some(
+      (statement) => statement.setting !== undefined || statement.command === 'CopyStmt',
+    )
   );
 }

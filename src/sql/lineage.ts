@@ -10,9 +10,14 @@
  * listed as `derived` columns, so an outer reference to one of their names
  * can be followed. Whole rows (`t`, `t.*`, `row_to_json(t)`) are refs that
  * end in `*` or name a relation of the statement.
+ *
+ * COPY ... TO writes rows too: `COPY (query)` the query's columns, `COPY t
+ * (a, b)` the listed columns of t, `COPY t` all of them (a `*`). Its lineage
+ * also says where the rows go and its options as written, which decide how
+ * they are written (src/masking/copy.ts reads them).
  */
 
-import { type Node, stringsOf } from './nodes.ts';
+import { type Node, nodeOf, stringsOf } from './nodes.ts';
 
 export interface OutputColumn {
   /** The name the column gets (its alias, the column's own name, or `?column?`). */
@@ -30,12 +35,37 @@ export interface Lineage {
   readonly derived: readonly OutputColumn[];
   /** Names and aliases of the relations in FROM clauses: such a name used as a value is a whole row. */
   readonly relations: readonly string[];
+  /** COPY ... TO: where the rows go and how they are written. */
+  readonly copy?: CopyOut;
 }
 
-/** The lineage of a statement that returns rows from a query (SELECT, RETURNING, CTAS, DECLARE); else undefined. */
+export interface CopyOut {
+  /** `stdout`: back to the client, on the connection; `file` and `program`: on the server. */
+  readonly to: 'stdout' | 'file' | 'program';
+  /** `COPY table`: the table as written; undefined for `COPY (query)`. */
+  readonly relation: { readonly schema: string | undefined; readonly name: string } | undefined;
+  /** `COPY (query)`: the query's statement (SelectStmt, or a write with RETURNING). */
+  readonly query: string | undefined;
+  /** The options in the order written, by the parser's (lower case) names. */
+  readonly options: readonly CopyOption[];
+}
+
+export interface CopyOption {
+  readonly name: string;
+  /**
+   * As the parser gives it: a word or a string (`csv`, `';'`; `*` for
+   * FORCE_QUOTE *), an integer, a boolean (`CSV HEADER`), a list of column
+   * names, or undefined for an option written without a value (`HEADER`).
+   */
+  readonly value: string | number | boolean | readonly string[] | undefined;
+}
+
+/** The lineage of a statement that returns rows from a query (SELECT, RETURNING, CTAS, DECLARE, COPY TO); else undefined. */
 export function lineageOf(command: string, body: Node): Lineage | undefined {
   let top: unknown;
   switch (command) {
+    case 'CopyStmt':
+      return copyLineage(body);
     case 'SelectStmt':
       top = body;
       break;
@@ -64,6 +94,75 @@ export function lineageOf(command: string, body: Node): Lineage | undefined {
     outputs = targetsOf(returning);
   }
   return { outputs, derived, relations: [...relations] };
+}
+
+/** COPY ... TO (COPY FROM returns no rows: undefined). */
+function copyLineage(body: Node): Lineage | undefined {
+  if (body.is_from) return undefined;
+  const to = body.is_program ? 'program' : typeof body.filename === 'string' ? 'file' : 'stdout';
+  const options = copyOptions(body.options);
+  const query = nodeOf(body.query);
+  if (query !== undefined) {
+    const [command, inner] = query;
+    const copy: CopyOut = { to, relation: undefined, query: command, options };
+    // A query whose columns are not read here may hold anything its tables hold: a whole row of them.
+    const lineage = lineageOf(command, inner) ?? {
+      outputs: [{ name: '?column?', star: true, refs: ['*'] }],
+      derived: [],
+      relations: [],
+    };
+    return { ...lineage, copy };
+  }
+  // `relation` holds the RangeVar's body, without the {"RangeVar": ...} wrapper.
+  const relation = (body.relation ?? {}) as Node;
+  const name = String(relation.relname);
+  const schema = typeof relation.schemaname === 'string' ? relation.schemaname : undefined;
+  const columns = stringsOf(body.attlist);
+  const outputs =
+    columns.length > 0
+      ? columns.map((column) => ({ name: column, star: false, refs: [`${name}.${column}`] }))
+      : [{ name: '*', star: true, refs: [`${name}.*`] }];
+  return {
+    outputs,
+    derived: [],
+    relations: [name],
+    copy: { to, relation: { schema, name }, query: undefined, options },
+  };
+}
+
+/** COPY's options (DefElem nodes) as plain data. */
+function copyOptions(list: unknown): CopyOption[] {
+  if (!Array.isArray(list)) return [];
+  return list.flatMap((item) => {
+    const node = nodeOf(item);
+    if (node?.[0] !== 'DefElem') return [];
+    const option = node[1];
+    return [{ name: String(option.defname), value: optionValue(option.arg) }];
+  });
+}
+
+function optionValue(arg: unknown): CopyOption['value'] {
+  const node = nodeOf(arg);
+  if (node === undefined) return undefined;
+  const [type, body] = node;
+  switch (type) {
+    case 'String':
+      return String(body.sval ?? '');
+    case 'Integer':
+      return Number(body.ival ?? 0); // the parse tree leaves out a zero
+    case 'Float':
+      return String(body.fval); // read as its text, as PostgreSQL's defGetString does
+    case 'Boolean':
+      return body.boolval === true;
+    case 'A_Star':
+      return '*';
+    case 'List':
+      return stringsOf(body.items);
+    default:
+      // No COPY option takes another kind (the server refuses it): an empty list, which no option
+      // that Warden reads as a word, a number or a boolean accepts.
+      return [];
+  }
 }
 
 function unwrap(value: unknown): Node | undefined {

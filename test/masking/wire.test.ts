@@ -203,6 +203,19 @@ masking:
         assert.equal(row!.score, 0);
         assert.equal(row!.id, id);
       }
+      // A row-limited Execute: the portal is suspended after each row and Executed again.
+      const streamed: Record<string, unknown>[] = [];
+      await sql`SELECT id, email, city FROM customers ORDER BY id`.cursor(1, ([row]) => {
+        streamed.push(row!);
+      });
+      assertNoLeak(streamed, 'a portal suspended and resumed');
+      assert.deepEqual(
+        streamed.map((r) => [r.id, r.city, /^[0-9a-f]{16}$/.test(String(r.email))]),
+        [
+          [1, 'London', true],
+          [2, 'Wilmslow', true],
+        ],
+      );
     } finally {
       await sql.end({ timeout: 5 });
     }
@@ -219,7 +232,7 @@ masking:
         'SELECT id FROM customers WHERE id IN (SELECT id FROM customers WHERE length(email) > 3)',
         'CREATE TABLE stolen AS SELECT email FROM customers',
         'INSERT INTO notes SELECT id, ssn FROM customers',
-        'COPY customers TO STDOUT',
+        "COPY customers TO STDOUT (ENCODING 'SJIS')",
       ]) {
         const error = (await client.query(sql).then(
           () => undefined,
