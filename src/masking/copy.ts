@@ -18,6 +18,7 @@ import type { CopyResponse } from '../protocol/postgres/messages.ts';
 import type { CopyOption } from '../sql/lineage.ts';
 import type { MaskMemo, MaskMemos } from './memo.ts';
 import type { Masked, StatementPlan } from './plan.ts';
+import { copyBytes, spliceValues } from './splice.ts';
 
 /** How a COPY writes its rows, as its options say. */
 export interface CopyFormat {
@@ -758,27 +759,6 @@ export class CopyRows {
       at = fieldEnd;
     }
     if (at !== end) throw new UnreadableCopyRow('a binary COPY row holds more than one tuple');
-    const out = Buffer.allocUnsafe(size);
-    out[0] = frame[0]!;
-    out.writeInt32BE(size - 1, 1);
-    let to = 5;
-    let from = 5;
-    for (let i = 0; i < next; i++) {
-      to = copyBytes(frame, from, fieldStarts[i]!, out, to);
-      const value = replacements[i]!;
-      replacements[i] = null;
-      to = out.writeInt32BE(value === null ? -1 : value.length, to);
-      if (value !== null) to = copyBytes(value, 0, value.length, out, to);
-      from = fieldEnds[i]!;
-    }
-    copyBytes(frame, from, end, out, to);
-    return out;
+    return spliceValues(frame, size, next, fieldStarts, fieldEnds, replacements);
   }
-}
-
-/** Copies source[start, end) to target at `at`; returns where it ended. Short runs by hand: Buffer.copy costs more. */
-function copyBytes(source: Buffer, start: number, end: number, target: Buffer, at: number): number {
-  if (end - start > 32) return at + source.copy(target, at, start, end);
-  for (let i = start; i < end; i++) target[at++] = source[i]!;
-  return at;
 }

@@ -22,6 +22,7 @@ import { Reader } from '../protocol/postgres/reader.ts';
 import { type CopyRows, copyRows } from './copy.ts';
 import { type MaskMemo, type MaskMemos, MEMO_MAX_VALUE, memoHash } from './memo.ts';
 import type { Masked, StatementPlan } from './plan.ts';
+import { spliceValues } from './splice.ts';
 import { maskValue } from './strategies.ts';
 
 /** A column to rewrite: its position, how, and its type and format as described. */
@@ -162,28 +163,7 @@ function rewriteRow(frame: Buffer, rewrites: readonly Rewrite[], key: Buffer): B
     }
     at = end;
   }
-  const out = Buffer.allocUnsafe(size);
-  out[0] = frame[0]!;
-  out.writeInt32BE(size - 1, 1);
-  let to = 5;
-  let from = 5;
-  for (let i = 0; i < next; i++) {
-    to = copyBytes(frame, from, valueStarts[i]!, out, to);
-    const value = replacements[i]!;
-    replacements[i] = null; // no reference kept to a value past its row
-    to = out.writeInt32BE(value === null ? -1 : value.length, to);
-    if (value !== null) to = copyBytes(value, 0, value.length, out, to);
-    from = valueEnds[i]!;
-  }
-  copyBytes(frame, from, frame.length, out, to);
-  return out;
-}
-
-/** Copies source[start, end) to target at `at`; returns where it ended. Short runs by hand: Buffer.copy costs more. */
-function copyBytes(source: Buffer, start: number, end: number, target: Buffer, at: number): number {
-  if (end - start > 32) return at + source.copy(target, at, start, end);
-  for (let i = start; i < end; i++) target[at++] = source[i]!;
-  return at;
+  return spliceValues(frame, size, next, valueStarts, valueEnds, replacements);
 }
 
 /** The mask of the (non-NULL) value at frame[start, end), remembered when its way of masking is keyed. */
