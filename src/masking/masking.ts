@@ -40,8 +40,6 @@ export class Masking {
     session: SessionInfo,
     searchPath: readonly string[] | undefined,
   ): MaskVerdict {
-    const readsData = (statement: StatementAnalysis) =>
-      statement.tables.length > 0 || statement.fetches !== undefined;
     if (!this.policy.active || !statements.some(readsData)) return CLEAR;
     const { target } = session;
     return planStatements(statements, {
@@ -72,4 +70,9 @@ export class Masking {
       onReport && ((report) => onReport(session, report)),
     );
   }
+}
+
+/** A statement whose result may hold table data: it names a table, or fetches from a cursor. */
+function readsData(statement: StatementAnalysis): boolean {
+  return statement.tables.length > 0 || statement.fetches !== undefined;
 }

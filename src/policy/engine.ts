@@ -181,11 +181,13 @@ export class PolicyEngine {
     });
     const matched = matchedRules(judgement.hits, statements);
     // FETCH returns what its cursor's DECLARE selected: masked as that (a cursor not known stays a FETCH).
-    const results = statements.map((statement) =>
-      statement.fetches === undefined
-        ? statement
-        : (declaredHere.get(statement.fetches) ?? this.declared(context, statement.fetches) ?? statement),
-    );
+    const results = statements.some((statement) => statement.fetches !== undefined)
+      ? statements.map((statement) =>
+          statement.fetches === undefined
+            ? statement
+            : (declaredHere.get(statement.fetches) ?? this.declared(context, statement.fetches) ?? statement),
+        )
+      : statements;
     const outcome = maskedOutcome(
       outcomeOf(judgement, context, statements.some(isCursor)),
       this.masking,

@@ -123,8 +123,9 @@ export class Session {
    * The RowDescription the server last gave for each prepared statement (from
    * a Describe of it or of a portal bound to it): a result transform that
    * must read the columns gets it when a driver Executes without Describing.
+   * Kept only for statements whose results are transformed (null: none seen yet).
    */
-  private readonly rowShapes = new Map<string, Buffer>();
+  private readonly rowShapes = new Map<string, Buffer | null>();
   /**
    * Every schema this session's search_path has named (at startup or by
    * SET): an unqualified table may be in any of them. It only grows, so a
@@ -244,7 +245,8 @@ export class Session {
         const decision = this.judge('parse', sql, name);
         if (decision.action === 'deny') return this.refuse(decision, Expect.Parse, name);
         this.statements.set(name, sql);
-        this.rowShapes.delete(name);
+        if (decision.transform) this.rowShapes.set(name, null);
+        else this.rowShapes.delete(name);
         this.forward(buffer, start, end);
         // A Parse the server refuses creates nothing (and an unnamed one drops the old unnamed statement).
         this.responses.sent({ kind: Expect.Parse, settled: (ok) => ok || this.forgetStatement(name, sql) });
@@ -334,7 +336,11 @@ export class Session {
         const target = r.byte();
         const name = r.cstring();
         if (target === 0x53 /* S */) {
-          this.responses.sent({ kind: Expect.Describe, transform: this.keepRowShape(name) });
+          this.responses.sent(
+            this.rowShapes.has(name)
+              ? { kind: Expect.Describe, transform: this.keepRowShape(name) }
+              : PLAIN[Expect.Describe],
+          );
           return;
         }
         // A portal's RowDescription goes through its decision's transform (masking reads the columns there).
@@ -590,7 +596,7 @@ export class Session {
           first = false;
           bound.described = true;
           const shape = this.rowShapes.get(bound.statement);
-          if (shape !== undefined && type !== Code.RowDescription)
+          if (shape && type !== Code.RowDescription)
             transform.message(Code.RowDescription, withFormats(shape, bound.resultFormats));
         }
         return transform.message(type, frame);
