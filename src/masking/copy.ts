@@ -16,9 +16,9 @@
  */
 import type { CopyResponse } from '../protocol/postgres/messages.ts';
 import type { CopyOption } from '../sql/lineage.ts';
-import type { MaskMemo, MaskMemos } from './memo.ts';
+import type { MaskMemos } from './memo.ts';
 import type { Masked, StatementPlan } from './plan.ts';
-import { copyBytes, spliceValues } from './splice.ts';
+import { copyBytes, maskAt, type Rewrite, spliceValues } from './rewrite.ts';
 
 /** How a COPY writes its rows, as its options say. */
 export interface CopyFormat {
@@ -508,25 +508,11 @@ export function binaryHeaderEnd(data: Buffer, at: number, end: number): number {
 // ---------------------------------------------------------------------------
 // Rows, masked
 
-/** A column to rewrite: its position, how, and its type and format. */
-export interface CopyRewrite {
-  readonly index: number;
-  readonly masked: Masked;
-  readonly typeOid: number;
-  readonly format: 0 | 1;
-  readonly memo: MaskMemo | undefined;
+/** A column of a COPY to rewrite. */
+export interface CopyRewrite extends Rewrite {
   /** csv: a masked value here is quoted whatever it holds (FORCE_QUOTE). */
   readonly forceQuote: boolean;
 }
-
-/** Masks the (non-NULL) value at bytes[start, end) as a rewrite says; null for NULL. */
-export type MaskField = (
-  bytes: Buffer,
-  start: number,
-  end: number,
-  rewrite: CopyRewrite,
-  key: Buffer,
-) => Buffer | null;
 
 const NULL_STRATEGY: Masked['strategy'] = { kind: 'null' };
 
@@ -540,7 +526,6 @@ export function copyRows(
   response: CopyResponse,
   memos: MaskMemos,
   key: Buffer,
-  mask: MaskField,
 ): CopyRows | undefined {
   const count = response.columnFormats.length;
   const copy = plan?.copy;
@@ -580,7 +565,7 @@ export function copyRows(
   }
   if (rewrites.length === 0) return undefined;
   const names = rewrites.map((r) => (certain ? columns![r.index]!.name : `column${r.index + 1}`));
-  return new CopyRows(format, rewrites, count, names, key, mask);
+  return new CopyRows(format, rewrites, count, names, key);
 }
 
 // The current row's fields and what the masked ones become (rows are rewritten one at a time, on one
@@ -617,7 +602,6 @@ export class CopyRows {
     /** The masked columns' names, for audit. */
     readonly masked: readonly string[],
     private readonly key: Buffer,
-    private readonly mask: MaskField,
   ) {
     this.headerPending = format.kind === 'binary' || format.header;
   }
@@ -694,9 +678,9 @@ export class CopyRows {
   }
 
   private maskText(frame: Buffer, start: number, end: number, rewrite: CopyRewrite): Buffer | null {
-    if (!hasBackslash(frame, start, end)) return this.mask(frame, start, end, rewrite, this.key);
+    if (!hasBackslash(frame, start, end)) return maskAt(frame, start, end, rewrite, this.key);
     const into = scratchFor(end - start);
-    return this.mask(into, 0, decodeTextField(frame, start, end, into), rewrite, this.key);
+    return maskAt(into, 0, decodeTextField(frame, start, end, into), rewrite, this.key);
   }
 
   private maskCsv(
@@ -706,12 +690,12 @@ export class CopyRows {
     isQuoted: boolean,
     rewrite: CopyRewrite,
   ): Buffer | null {
-    if (!isQuoted) return this.mask(frame, start, end, rewrite, this.key);
+    if (!isQuoted) return maskAt(frame, start, end, rewrite, this.key);
     const into = scratchFor(end - start);
     const length = decodeCsvField(frame, start, end, this.format.escape, into);
     return length < 0
-      ? this.mask(frame, start + 1, end - 1, rewrite, this.key)
-      : this.mask(into, 0, length, rewrite, this.key);
+      ? maskAt(frame, start + 1, end - 1, rewrite, this.key)
+      : maskAt(into, 0, length, rewrite, this.key);
   }
 
   /**
@@ -749,7 +733,7 @@ export class CopyRows {
       if (length < -1 || fieldEnd > end) throw new UnreadableCopyRow('a binary COPY field is cut short');
       const rewrite = rewrites[next];
       if (rewrite?.index === column) {
-        const value = length < 0 ? null : this.mask(frame, at + 4, fieldEnd, rewrite, this.key);
+        const value = length < 0 ? null : maskAt(frame, at + 4, fieldEnd, rewrite, this.key);
         fieldStarts[next] = at;
         fieldEnds[next] = fieldEnd;
         replacements[next] = value;

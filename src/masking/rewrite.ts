@@ -1,8 +1,47 @@
 /**
- * Writing a row again with some of its values replaced: the shared last step
- * of masking a DataRow and a binary COPY tuple, whose values are both an
- * int32 length (-1 for NULL) and that many bytes.
+ * Rewriting a result row's private values, shared by DataRows and COPY rows:
+ * which columns to rewrite and how (a Rewrite), the mask of one value (keyed
+ * masks remembered), and writing a row again with its values replaced (a
+ * DataRow and a binary COPY tuple both hold values as an int32 length, -1
+ * for NULL, and that many bytes).
  */
+import { type MaskMemo, MEMO_MAX_VALUE, memoHash } from './memo.ts';
+import type { Masked } from './plan.ts';
+import { maskValue } from './strategies.ts';
+
+/** A column to rewrite: its position, how, and its type and format as described. */
+export interface Rewrite {
+  readonly index: number;
+  readonly masked: Masked;
+  readonly typeOid: number;
+  readonly format: 0 | 1;
+  /** Masks already made this way, by value, for the strategies that cost an HMAC per value. */
+  readonly memo: MaskMemo | undefined;
+}
+
+/** The mask of the (non-NULL) value at bytes[start, end), remembered when its way of masking is keyed. */
+export function maskAt(
+  bytes: Buffer,
+  start: number,
+  end: number,
+  rewrite: Rewrite,
+  key: Buffer,
+): Buffer | null {
+  const { memo } = rewrite;
+  if (memo === undefined || end - start > MEMO_MAX_VALUE)
+    return maskRaw(bytes.subarray(start, end), rewrite, key);
+  const hash = memoHash(bytes, start, end);
+  let value = memo.get(bytes, start, end, hash);
+  if (value === undefined) {
+    value = maskRaw(bytes.subarray(start, end), rewrite, key);
+    memo.set(bytes, start, end, hash, value);
+  }
+  return value;
+}
+
+function maskRaw(raw: Buffer, { masked, typeOid, format }: Rewrite, key: Buffer): Buffer | null {
+  return maskValue(raw, typeOid, format, masked.strategy, masked.maskClass, key);
+}
 
 /** Copies source[start, end) to target at `at`; returns where it ended. Short runs by hand: Buffer.copy costs more. */
 export function copyBytes(source: Buffer, start: number, end: number, target: Buffer, at: number): number {

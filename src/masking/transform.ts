@@ -5,9 +5,10 @@
  * a result with no private column pass untouched. A batch's statements each
  * have their own plan: the next one starts after each CommandComplete.
  *
- * When rows arrive without a RowDescription in the same response (a driver
- * that Executes a statement it described earlier), the column types are not
- * known here: private values are then sent as NULL, valid for any type.
+ * A driver that Executes a statement it described earlier gets no
+ * RowDescription in the response: the session hands over the one it kept for
+ * the statement. When it kept none, the column types are not known here:
+ * private values are then sent as NULL, valid for any type.
  *
  * COPY ... TO STDOUT answers with a CopyOutResponse and one CopyData per
  * row instead: the statement's plan says the format and the columns, and
@@ -20,20 +21,9 @@ import { Code } from '../protocol/postgres/messages.ts';
 import { parseRowDescription } from '../protocol/postgres/query.ts';
 import { Reader } from '../protocol/postgres/reader.ts';
 import { type CopyRows, copyRows } from './copy.ts';
-import { type MaskMemo, type MaskMemos, MEMO_MAX_VALUE, memoHash } from './memo.ts';
+import type { MaskMemos } from './memo.ts';
 import type { Masked, StatementPlan } from './plan.ts';
-import { spliceValues } from './splice.ts';
-import { maskValue } from './strategies.ts';
-
-/** A column to rewrite: its position, how, and its type and format as described. */
-interface Rewrite {
-  readonly index: number;
-  readonly masked: Masked;
-  readonly typeOid: number;
-  readonly format: 0 | 1;
-  /** Masks already made this way, by value, for the strategies that cost an HMAC per value. */
-  readonly memo: MaskMemo | undefined;
-}
+import { maskAt, type Rewrite, spliceValues } from './rewrite.ts';
 
 /** What one masked result counted: for audit. */
 export interface MaskReport {
@@ -107,7 +97,7 @@ export function maskResult(
         }
         case Code.CopyOutResponse: {
           const response = parseCopyResponse(new Reader(frame, 5, frame.length), 'CopyOutResponse');
-          copy = copyRows(current(), response, memos, key, maskAt);
+          copy = copyRows(current(), response, memos, key);
           report = copy && { columns: copy.masked, rows: 0 };
           return frame;
         }
@@ -164,24 +154,6 @@ function rewriteRow(frame: Buffer, rewrites: readonly Rewrite[], key: Buffer): B
     at = end;
   }
   return spliceValues(frame, size, next, valueStarts, valueEnds, replacements);
-}
-
-/** The mask of the (non-NULL) value at frame[start, end), remembered when its way of masking is keyed. */
-function maskAt(frame: Buffer, start: number, end: number, rewrite: Rewrite, key: Buffer): Buffer | null {
-  const { memo } = rewrite;
-  if (memo === undefined || end - start > MEMO_MAX_VALUE)
-    return maskRaw(frame.subarray(start, end), rewrite, key);
-  const hash = memoHash(frame, start, end);
-  let value = memo.get(frame, start, end, hash);
-  if (value === undefined) {
-    value = maskRaw(frame.subarray(start, end), rewrite, key);
-    memo.set(frame, start, end, hash, value);
-  }
-  return value;
-}
-
-function maskRaw(raw: Buffer, { masked, typeOid, format }: Rewrite, key: Buffer): Buffer | null {
-  return maskValue(raw, typeOid, format, masked.strategy, masked.maskClass, key);
 }
 
 /**
