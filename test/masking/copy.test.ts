@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
@@ -26,21 +26,7 @@ import { maskResult } from '../../src/masking/transform.ts';
 import { encodeBackend } from '../../src/protocol/postgres/codec.ts';
 import { Code } from '../../src/protocol/postgres/messages.ts';
 import type { CopyOption } from '../../src/sql/lineage.ts';
-import {
-  clientConfig,
-  createTestDatabase,
-  findTestServer,
-  type TestDatabase,
-  type TestServer,
-} from '../fixtures/postgres.ts';
-import {
-  directConninfo,
-  hasBinary,
-  type PgError,
-  psql,
-  startWarden,
-  type WardenHandle,
-} from '../proxy/support.ts';
+import { directConninfo, hasBinary, type PgError, psql, seededWarden } from '../proxy/support.ts';
 
 const TEXT = format([]);
 const CSV = format([{ name: 'format', value: 'csv' }]);
@@ -544,22 +530,7 @@ function januaryFirst(year: number): number {
 
 const psqlAbsent = !(await hasBinary('psql')) && 'psql is not installed';
 
-describe('COPY TO STDOUT through Warden', { timeout: 120_000 }, () => {
-  let upstream: TestServer;
-  let database: TestDatabase;
-  let warden: WardenHandle;
-  let direct: pg.Client;
-
-  before(async () => {
-    upstream = await findTestServer();
-    database = await createTestDatabase(upstream, 'masking_copy');
-    direct = new pg.Client(clientConfig(upstream, database.name));
-    await direct.connect();
-    await direct.query(SEED);
-    warden = await startWarden({
-      upstream,
-      database: database.name,
-      policy: `
+const POLICY = `
 policy:
   defaults: { human: allow, service: allow, agent: allow }
 masking:
@@ -574,16 +545,10 @@ masking:
       classes: { "*": clear }
     - identityKinds: [agent]
       classes: { "*": null }
-`,
-    });
-  });
+`;
 
-  after(async () => {
-    await direct?.end();
-    await warden?.close();
-    await database?.drop();
-    await upstream?.close();
-  });
+describe('COPY TO STDOUT through Warden', { timeout: 120_000 }, () => {
+  const env = seededWarden('masking_copy', SEED, POLICY);
 
   async function copyOutOf(client: pg.Client, sql: string): Promise<Buffer> {
     const chunks: Buffer[] = [];
@@ -600,7 +565,7 @@ masking:
   }
 
   async function copyAs(identity: string, sql: string): Promise<Buffer> {
-    const client = new pg.Client(warden.pgConfig(identity));
+    const client = new pg.Client(env.warden.pgConfig(identity));
     await client.connect();
     try {
       return await copyOutOf(client, sql);
@@ -609,7 +574,7 @@ masking:
     }
   }
 
-  const copyDirect = (sql: string) => copyOutOf(direct, sql);
+  const copyDirect = (sql: string) => copyOutOf(env.direct, sql);
 
   it('text: masks email, note and dob, keeps the other columns byte-identical to a direct COPY', async () => {
     const sql = 'COPY people TO STDOUT';
@@ -636,7 +601,7 @@ masking:
         );
     }
     // The same value masks the same way as through SELECT.
-    const client = new pg.Client(warden.pgConfig('alice'));
+    const client = new pg.Client(env.warden.pgConfig('alice'));
     await client.connect();
     const selected = await client.query('SELECT email FROM people WHERE id = 1').finally(() => client.end());
     assert.equal(maskedRows[0]![1]!.toString(), selected.rows[0].email);
@@ -779,7 +744,7 @@ masking:
   });
 
   it('refuses what it cannot mask or what would reveal a masked value, and the session goes on', async () => {
-    const client = new pg.Client(warden.pgConfig('alice'));
+    const client = new pg.Client(env.warden.pgConfig('alice'));
     await client.connect();
     try {
       for (const sql of [
@@ -806,7 +771,7 @@ masking:
   });
 
   it('options written as literals are read from each statement’s own text', async () => {
-    const client = new pg.Client(warden.pgConfig('alice'));
+    const client = new pg.Client(env.warden.pgConfig('alice'));
     await client.connect();
     client.on('error', () => {});
     const sql = (delimiter: string) =>
@@ -821,7 +786,7 @@ masking:
   });
 
   it('psql: COPY TO STDOUT and \\copy are masked', { skip: psqlAbsent }, async () => {
-    const conninfo = warden.conninfo('alice');
+    const conninfo = env.warden.conninfo('alice');
     const copy = await psql(conninfo, ['-c', 'COPY people TO STDOUT (FORMAT csv, HEADER)']);
     assert.equal(copy.code, 0, copy.stderr);
     assertNoSecret(copy.stdout, 'psql COPY');
@@ -833,8 +798,8 @@ masking:
     assert.equal(backslash.code, 0, backslash.stderr);
     assertNoSecret(backslash.stdout, 'psql \\copy');
     assert.match(backslash.stdout, /^1\t[0-9a-f]{16}\tLondon\n/);
-    const clear = await psql(warden.conninfo('etl'), ['-c', '\\copy people to stdout with (format csv)']);
-    const directly = await psql(directConninfo(upstream, database.name), [
+    const clear = await psql(env.warden.conninfo('etl'), ['-c', '\\copy people to stdout with (format csv)']);
+    const directly = await psql(directConninfo(env.upstream, env.database.name), [
       '-c',
       '\\copy people to stdout with (format csv)',
     ]);

@@ -1,14 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import pg from 'pg';
-import {
-  clientConfig,
-  createTestDatabase,
-  findTestServer,
-  type TestDatabase,
-  type TestServer,
-} from '../fixtures/postgres.ts';
-import { hasBinary, type PgError, psql, startWarden, type WardenHandle } from '../proxy/support.ts';
+import { hasBinary, type PgError, psql, seededWarden } from '../proxy/support.ts';
 
 const SEED = `
 CREATE TABLE customers (
@@ -46,22 +39,7 @@ function assertNoLeak(rows: readonly Record<string, unknown>[], what: string): v
 
 const psqlMissing = !(await hasBinary('psql')) && 'psql is not installed';
 
-describe('masking on the wire', { timeout: 120_000 }, () => {
-  let upstream: TestServer;
-  let database: TestDatabase;
-  let warden: WardenHandle;
-  let direct: pg.Client;
-
-  before(async () => {
-    upstream = await findTestServer();
-    database = await createTestDatabase(upstream, 'masking');
-    direct = new pg.Client(clientConfig(upstream, database.name));
-    await direct.connect();
-    await direct.query(SEED);
-    warden = await startWarden({
-      upstream,
-      database: database.name,
-      policy: `
+const POLICY = `
 policy:
   defaults: { human: allow, service: allow, agent: allow }
   allowedFunctions: [open_contacts]
@@ -79,23 +57,17 @@ masking:
       classes: { "*": null }
   allowUses:
     - { identities: [etl], table: public.customers, column: email, clauses: [where] }
-`,
-    });
-  });
+`;
 
-  after(async () => {
-    await direct?.end();
-    await warden?.close();
-    await database?.drop();
-    await upstream?.close();
-  });
+describe('masking on the wire', { timeout: 120_000 }, () => {
+  const env = seededWarden('masking', SEED, POLICY);
 
   async function as<T>(
     identity: string,
     work: (client: pg.Client) => Promise<T>,
     binary = false,
   ): Promise<T> {
-    const client = new pg.Client({ ...warden.pgConfig(identity), ...(binary ? { binary: true } : {}) });
+    const client = new pg.Client({ ...env.warden.pgConfig(identity), ...(binary ? { binary: true } : {}) });
     await client.connect();
     try {
       return await work(client);
@@ -108,7 +80,7 @@ masking:
     const sql =
       'SELECT id, full_name, email, phone, card_number, ssn, city, dob, score FROM customers ORDER BY id';
     const masked = await as('alice', (c) => c.query(sql));
-    const clear = await direct.query(sql);
+    const clear = await env.direct.query(sql);
     assertNoLeak(masked.rows, 'plain columns');
     const [ada] = masked.rows;
     assert.match(ada.email, /^[0-9a-f]{16}$/, 'hash');
@@ -191,7 +163,7 @@ masking:
   });
 
   it('masks the rows of a statement Executed again without a Describe (postgres.js)', async () => {
-    const sql = warden.postgresJs('alice');
+    const sql = env.warden.postgresJs('alice');
     try {
       // The first run Describes the statement; the next ones only Bind and Execute it: Warden
       // masks them with the row shape it kept, types and formats as they are.
@@ -258,7 +230,7 @@ masking:
   });
 
   it('masks a view newer than the catalog whole, until the catalog is read again', async () => {
-    await direct.query('CREATE VIEW late_contacts AS SELECT id, email AS reach FROM customers');
+    await env.direct.query('CREATE VIEW late_contacts AS SELECT id, email AS reach FROM customers');
     await as('alice', async (client) => {
       const sql = 'SELECT id, reach FROM late_contacts ORDER BY id';
       const first = await client.query(sql);
@@ -276,7 +248,7 @@ masking:
   });
 
   it('masks what cursors fetch, declared here or opened by a function', async () => {
-    await direct.query(`
+    await env.direct.query(`
       CREATE FUNCTION open_contacts() RETURNS refcursor LANGUAGE plpgsql AS $$
       DECLARE r refcursor := 'fn_cursor';
       BEGIN
@@ -372,7 +344,7 @@ masking:
   it('masks what psql shows, also when it fetches through a cursor (FETCH_COUNT)', {
     skip: psqlMissing,
   }, async () => {
-    const cursor = await psql(warden.conninfo('alice'), [
+    const cursor = await psql(env.warden.conninfo('alice'), [
       '-v',
       'FETCH_COUNT=1',
       '-c',
@@ -385,7 +357,7 @@ masking:
   });
 
   it('masks what psql shows', { skip: psqlMissing }, async () => {
-    const result = await psql(warden.conninfo('alice'), [
+    const result = await psql(env.warden.conninfo('alice'), [
       '-c',
       'SELECT email, city FROM customers ORDER BY id',
     ]);

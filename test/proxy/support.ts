@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
 import { loadConfig, type WardenConfig } from '../../src/config/index.ts';
@@ -14,7 +15,13 @@ import { createApiKey } from '../../src/identity/keys.ts';
 import { allowAll, type Decide } from '../../src/policy/decision.ts';
 import { startServer, type WardenServer } from '../../src/proxy/server.ts';
 import { openStore } from '../../src/store/store.ts';
-import type { TestServer } from '../fixtures/postgres.ts';
+import {
+  clientConfig,
+  createTestDatabase,
+  findTestServer,
+  type TestDatabase,
+  type TestServer,
+} from '../fixtures/postgres.ts';
 
 export interface WardenHandle {
   readonly host: '127.0.0.1';
@@ -207,4 +214,37 @@ export async function waitFor(condition: () => boolean, what: string): Promise<v
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
   assert.fail(`timed out waiting for ${what}`);
+}
+
+/** What seededWarden sets up: filled in before the suite's tests run. */
+export interface SeededWarden {
+  readonly upstream: TestServer;
+  readonly database: TestDatabase;
+  /** A client of the database itself, past Warden. */
+  readonly direct: pg.Client;
+  readonly warden: WardenHandle;
+}
+
+/**
+ * For the describe() it is called in: a new database (named after `name`)
+ * seeded with `seed`, a direct client to it, and a Warden with `policy` in
+ * front of it; all closed after the suite.
+ */
+export function seededWarden(name: string, seed: string, policy: string): SeededWarden {
+  const env = {} as { -readonly [K in keyof SeededWarden]: SeededWarden[K] };
+  before(async () => {
+    env.upstream = await findTestServer();
+    env.database = await createTestDatabase(env.upstream, name);
+    env.direct = new pg.Client(clientConfig(env.upstream, env.database.name));
+    await env.direct.connect();
+    await env.direct.query(seed);
+    env.warden = await startWarden({ upstream: env.upstream, database: env.database.name, policy });
+  });
+  after(async () => {
+    await env.direct?.end();
+    await env.warden?.close();
+    await env.database?.drop();
+    await env.upstream?.close();
+  });
+  return env;
 }
