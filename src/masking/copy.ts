@@ -18,7 +18,7 @@ import type { CopyResponse } from '../protocol/postgres/messages.ts';
 import type { CopyOption } from '../sql/lineage.ts';
 import type { MaskMemos } from './memo.ts';
 import type { Masked, StatementPlan } from './plan.ts';
-import { copyBytes, maskAt, type Rewrite, spliceValues } from './rewrite.ts';
+import { copyBytes, maskAt, type Rewrite, rewriteOf, spliceValues } from './rewrite.ts';
 
 /** How a COPY writes its rows, as its options say. */
 export interface CopyFormat {
@@ -554,18 +554,11 @@ export function copyRows(
     if (wire === 1 && typeOid === 0) masked = { ...masked, strategy: NULL_STRATEGY };
     const forceQuote =
       format.forceQuoteAll || (certain ? columns![index]!.forceQuote : format.forceQuote.length > 0);
-    rewrites.push({
-      index,
-      masked,
-      typeOid,
-      format: wire,
-      memo: memos.for(masked, typeOid, wire),
-      forceQuote,
-    });
+    rewrites.push({ ...rewriteOf(index, masked, typeOid, wire, memos, key), forceQuote });
   }
   if (rewrites.length === 0) return undefined;
   const names = rewrites.map((r) => (certain ? columns![r.index]!.name : `column${r.index + 1}`));
-  return new CopyRows(format, rewrites, count, names, key);
+  return new CopyRows(format, rewrites, count, names);
 }
 
 // The current row's fields and what the masked ones become (rows are rewritten one at a time, on one
@@ -601,7 +594,6 @@ export class CopyRows {
     private readonly columns: number,
     /** The masked columns' names, for audit. */
     readonly masked: readonly string[],
-    private readonly key: Buffer,
   ) {
     this.headerPending = format.kind === 'binary' || format.header;
   }
@@ -678,9 +670,9 @@ export class CopyRows {
   }
 
   private maskText(frame: Buffer, start: number, end: number, rewrite: CopyRewrite): Buffer | null {
-    if (!hasBackslash(frame, start, end)) return maskAt(frame, start, end, rewrite, this.key);
+    if (!hasBackslash(frame, start, end)) return maskAt(frame, start, end, rewrite);
     const into = scratchFor(end - start);
-    return maskAt(into, 0, decodeTextField(frame, start, end, into), rewrite, this.key);
+    return maskAt(into, 0, decodeTextField(frame, start, end, into), rewrite);
   }
 
   private maskCsv(
@@ -690,12 +682,10 @@ export class CopyRows {
     isQuoted: boolean,
     rewrite: CopyRewrite,
   ): Buffer | null {
-    if (!isQuoted) return maskAt(frame, start, end, rewrite, this.key);
+    if (!isQuoted) return maskAt(frame, start, end, rewrite);
     const into = scratchFor(end - start);
     const length = decodeCsvField(frame, start, end, this.format.escape, into);
-    return length < 0
-      ? maskAt(frame, start + 1, end - 1, rewrite, this.key)
-      : maskAt(into, 0, length, rewrite, this.key);
+    return length < 0 ? maskAt(frame, start + 1, end - 1, rewrite) : maskAt(into, 0, length, rewrite);
   }
 
   /**
@@ -733,7 +723,7 @@ export class CopyRows {
       if (length < -1 || fieldEnd > end) throw new UnreadableCopyRow('a binary COPY field is cut short');
       const rewrite = rewrites[next];
       if (rewrite?.index === column) {
-        const value = length < 0 ? null : maskAt(frame, at + 4, fieldEnd, rewrite, this.key);
+        const value = length < 0 ? null : maskAt(frame, at + 4, fieldEnd, rewrite);
         fieldStarts[next] = at;
         fieldEnds[next] = fieldEnd;
         replacements[next] = value;

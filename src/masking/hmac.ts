@@ -36,6 +36,12 @@ function compress(into: Int32Array, bytes: Uint8Array, offset: number): void {
     const p = offset + i * 4;
     w[i] = (bytes[p]! << 24) | (bytes[p + 1]! << 16) | (bytes[p + 2]! << 8) | bytes[p + 3]!;
   }
+  rounds(into);
+}
+
+/** One SHA-256 compression of the block already in schedule[0, 16) into `into`. */
+function rounds(into: Int32Array): void {
+  const w = schedule;
   for (let i = 16; i < 64; i++) {
     const x = w[i - 15]!;
     const y = w[i - 2]!;
@@ -86,11 +92,11 @@ function finish(into: Int32Array, bytes: Uint8Array, start: number, end: number,
   for (; end - at >= BLOCK; at += BLOCK) compress(into, bytes, at);
   const rest = end - at;
   const blocks = rest + 9 > BLOCK ? 2 : 1;
-  tail.fill(0);
+  const last = blocks * BLOCK;
   for (let i = 0; i < rest; i++) tail[i] = bytes[at + i]!;
   tail[rest] = 0x80;
+  for (let i = rest + 1; i < last - 8; i++) tail[i] = 0;
   const bits = (prefix + end - start) * 8;
-  const last = blocks * BLOCK;
   const high = Math.floor(bits / 2 ** 32);
   tail[last - 8] = high >>> 24;
   tail[last - 7] = (high >>> 16) & 0xff;
@@ -148,17 +154,28 @@ function sha256(bytes: Uint8Array): Buffer {
   return out;
 }
 
-const innerDigest = new Uint8Array(DIGEST);
-
-/** HMAC-SHA256(key, bytes[start, end)), 32 bytes. */
-export function hmacSha256(key: Buffer, bytes: Uint8Array, start = 0, end = bytes.length): Buffer {
+/**
+ * HMAC-SHA256(key, bytes[start, end)) as the eight big-endian words of the
+ * digest, in scratch space that the next call overwrites.
+ */
+export function hmacSha256Words(key: Buffer, bytes: Uint8Array, start = 0, end = bytes.length): Int32Array {
   const { inner, outer } = statesOf(key);
   state.set(inner);
   finish(state, bytes, start, end, BLOCK);
-  writeState(state, innerDigest, 0);
+  // The outer hash's only block: the inner digest, 0x80, zeros, and the length (pad block + digest) in bits.
+  const w = schedule;
+  for (let i = 0; i < 8; i++) w[i] = state[i]!;
+  w[8] = 0x80000000 | 0;
+  for (let i = 9; i < 15; i++) w[i] = 0;
+  w[15] = (BLOCK + DIGEST) * 8;
   state.set(outer);
-  finish(state, innerDigest, 0, DIGEST, BLOCK);
+  rounds(state);
+  return state;
+}
+
+/** HMAC-SHA256(key, bytes[start, end)), 32 bytes. */
+export function hmacSha256(key: Buffer, bytes: Uint8Array, start = 0, end = bytes.length): Buffer {
   const out = Buffer.allocUnsafe(DIGEST);
-  writeState(state, out, 0);
+  writeState(hmacSha256Words(key, bytes, start, end), out, 0);
   return out;
 }

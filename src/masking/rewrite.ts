@@ -5,9 +5,9 @@
  * DataRow and a binary COPY tuple both hold values as an int32 length, -1
  * for NULL, and that many bytes).
  */
-import { type MaskMemo, MEMO_MAX_VALUE, memoHash } from './memo.ts';
+import { type MaskMemo, type MaskMemos, MEMO_MAX_VALUE, memoHash } from './memo.ts';
 import type { Masked } from './plan.ts';
-import { maskValue } from './strategies.ts';
+import { columnMasker, type ValueMasker } from './strategies.ts';
 
 /** A column to rewrite: its position, how, and its type and format as described. */
 export interface Rewrite {
@@ -15,32 +15,42 @@ export interface Rewrite {
   readonly masked: Masked;
   readonly typeOid: number;
   readonly format: 0 | 1;
+  /** Masks one value of the column. */
+  readonly mask: ValueMasker;
   /** Masks already made this way, by value, for the strategies that cost an HMAC per value. */
   readonly memo: MaskMemo | undefined;
 }
 
-/** The mask of the (non-NULL) value at bytes[start, end), remembered when its way of masking is keyed. */
-export function maskAt(
-  bytes: Buffer,
-  start: number,
-  end: number,
-  rewrite: Rewrite,
+/** How column `index` (of type `typeOid`, sent in `format`) is rewritten. */
+export function rewriteOf(
+  index: number,
+  masked: Masked,
+  typeOid: number,
+  format: 0 | 1,
+  memos: MaskMemos | undefined,
   key: Buffer,
-): Buffer | null {
+): Rewrite {
+  return {
+    index,
+    masked,
+    typeOid,
+    format,
+    mask: columnMasker(typeOid, format, masked.strategy, masked.maskClass, key),
+    memo: memos?.for(masked, typeOid, format),
+  };
+}
+
+/** The mask of the (non-NULL) value at bytes[start, end), remembered when its way of masking is keyed. */
+export function maskAt(bytes: Buffer, start: number, end: number, rewrite: Rewrite): Buffer | null {
   const { memo } = rewrite;
-  if (memo === undefined || end - start > MEMO_MAX_VALUE)
-    return maskRaw(bytes.subarray(start, end), rewrite, key);
+  if (memo === undefined || end - start > MEMO_MAX_VALUE) return rewrite.mask(bytes, start, end);
   const hash = memoHash(bytes, start, end);
   let value = memo.get(bytes, start, end, hash);
   if (value === undefined) {
-    value = maskRaw(bytes.subarray(start, end), rewrite, key);
+    value = rewrite.mask(bytes, start, end);
     memo.set(bytes, start, end, hash, value);
   }
   return value;
-}
-
-function maskRaw(raw: Buffer, { masked, typeOid, format }: Rewrite, key: Buffer): Buffer | null {
-  return maskValue(raw, typeOid, format, masked.strategy, masked.maskClass, key);
 }
 
 /** Copies source[start, end) to target at `at`; returns where it ended. Short runs by hand: Buffer.copy costs more. */
@@ -65,18 +75,37 @@ export function spliceValues(
   replacements: (Buffer | null)[],
 ): Buffer {
   const out = Buffer.allocUnsafe(size);
-  out[0] = frame[0]!;
-  out.writeInt32BE(size - 1, 1);
-  let to = 5;
-  let from = 5;
+  spliceInto(frame, 0, frame.length, size, count, starts, ends, replacements, out, 0);
+  return out;
+}
+
+/**
+ * spliceValues for the message at buffer[start, end), written into `out` at
+ * `at` (room for `size` bytes made by the caller); returns where it ended.
+ */
+export function spliceInto(
+  buffer: Buffer,
+  start: number,
+  end: number,
+  size: number,
+  count: number,
+  starts: readonly number[],
+  ends: readonly number[],
+  replacements: (Buffer | null)[],
+  out: Buffer,
+  at: number,
+): number {
+  out[at] = buffer[start]!;
+  out.writeInt32BE(size - 1, at + 1);
+  let to = at + 5;
+  let from = start + 5;
   for (let i = 0; i < count; i++) {
-    to = copyBytes(frame, from, starts[i]!, out, to);
+    to = copyBytes(buffer, from, starts[i]!, out, to);
     const value = replacements[i]!;
     replacements[i] = null;
     to = out.writeInt32BE(value === null ? -1 : value.length, to);
     if (value !== null) to = copyBytes(value, 0, value.length, out, to);
     from = ends[i]!;
   }
-  copyBytes(frame, from, frame.length, out, to);
-  return out;
+  return copyBytes(buffer, from, end, out, to);
 }

@@ -23,7 +23,7 @@ import { Reader } from '../protocol/postgres/reader.ts';
 import { type CopyRows, copyRows } from './copy.ts';
 import type { MaskMemos } from './memo.ts';
 import type { Masked, StatementPlan } from './plan.ts';
-import { maskAt, type Rewrite, spliceValues } from './rewrite.ts';
+import { maskAt, type Rewrite, rewriteOf, spliceInto, spliceValues } from './rewrite.ts';
 
 /** What one masked result counted: for audit. */
 export interface MaskReport {
@@ -56,10 +56,7 @@ export function maskResult(
         field.tableOid !== 0
           ? plan.plain(field.tableOid, field.columnAttribute, field.name)
           : atPosition(plan, index, fields.length);
-      if (masked) {
-        const { typeOid, format } = field;
-        rewrites!.push({ index, masked, typeOid, format, memo: memos.for(masked, typeOid, format) });
-      }
+      if (masked) rewrites!.push(rewriteOf(index, masked, field.typeOid, field.format, memos, key));
     });
     report =
       rewrites.length > 0 ? { columns: rewrites.map((r) => fields[r.index]!.name), rows: 0 } : undefined;
@@ -71,19 +68,34 @@ export function maskResult(
     const out: Rewrite[] = [];
     for (let index = 0; plan !== undefined && index < count; index++) {
       const masked = atPosition(plan, index, count);
-      if (masked)
-        out.push({
-          index,
-          masked: { ...masked, strategy: { kind: 'null' } },
-          typeOid: 0,
-          format: 0,
-          memo: undefined,
-        });
+      if (masked) out.push(rewriteOf(index, { ...masked, strategy: { kind: 'null' } }, 0, 0, undefined, key));
     }
     return out;
   };
 
   return {
+    dataRow(buffer, start, end, out) {
+      rewrites ??= blind(buffer.readInt16BE(start + 5));
+      if (rewrites.length === 0) {
+        out.append(buffer, start, end);
+        return;
+      }
+      if (report) report.rows++;
+      const size = maskRow(buffer, start, end, rewrites);
+      out.reserve(size);
+      out.at = spliceInto(
+        buffer,
+        start,
+        end,
+        size,
+        rowCount,
+        valueStarts,
+        valueEnds,
+        replacements,
+        out.bytes,
+        out.at,
+      );
+    },
     message(type, frame) {
       switch (type) {
         case Code.RowDescription:
@@ -93,7 +105,8 @@ export function maskResult(
           rewrites ??= blind(frame.readInt16BE(5));
           if (rewrites.length === 0) return frame;
           if (report) report.rows++;
-          return rewriteRow(frame, rewrites, key);
+          const size = maskRow(frame, 0, frame.length, rewrites);
+          return spliceValues(frame, size, rowCount, valueStarts, valueEnds, replacements);
         }
         case Code.CopyOutResponse: {
           const response = parseCopyResponse(new Reader(frame, 5, frame.length), 'CopyOutResponse');
@@ -127,33 +140,36 @@ export function maskResult(
 const valueStarts: number[] = [];
 const valueEnds: number[] = [];
 const replacements: (Buffer | null)[] = [];
+/** How many values maskRow replaced in the current row. */
+let rowCount = 0;
 
 /**
- * A DataRow with the values at `rewrites` (in column order) masked: the
- * frame's columns are walked by their lengths, the masked values made, and
- * the new row written into one buffer with the untouched bytes copied
- * around them.
+ * Masks the values at `rewrites` (in column order) of the DataRow at
+ * buffer[start, end): the columns are walked by their lengths and the
+ * masked values made (kept in the arrays above); returns the size of the
+ * row once they replace the originals.
  */
-function rewriteRow(frame: Buffer, rewrites: readonly Rewrite[], key: Buffer): Buffer {
-  const columns = frame.readInt16BE(5);
-  let at = 7;
-  let size = frame.length;
+function maskRow(buffer: Buffer, start: number, end: number, rewrites: readonly Rewrite[]): number {
+  const columns = buffer.readInt16BE(start + 5);
+  let at = start + 7;
+  let size = end - start;
   let next = 0;
   for (let column = 0; column < columns && next < rewrites.length; column++) {
-    const length = frame.readInt32BE(at);
-    const end = length < 0 ? at + 4 : at + 4 + length;
+    const length = buffer.readInt32BE(at);
+    const valueEnd = length < 0 ? at + 4 : at + 4 + length;
     const rewrite = rewrites[next]!;
     if (rewrite.index === column) {
-      const value = length < 0 ? null : maskAt(frame, at + 4, end, rewrite, key);
+      const value = length < 0 ? null : maskAt(buffer, at + 4, valueEnd, rewrite);
       valueStarts[next] = at;
-      valueEnds[next] = end;
+      valueEnds[next] = valueEnd;
       replacements[next] = value;
       size += (value === null ? 0 : value.length) - Math.max(length, 0);
       next++;
     }
-    at = end;
+    at = valueEnd;
   }
-  return spliceValues(frame, size, next, valueStarts, valueEnds, replacements);
+  rowCount = next;
+  return size;
 }
 
 /**

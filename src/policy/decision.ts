@@ -6,7 +6,9 @@
  * `allowAll` is the decision of a Warden without policy (tests of the data
  * path use it); src/policy/engine.ts builds the real one from warden.yaml.
  */
+
 import type { IdentityConfig, TargetConfig } from '../config/index.ts';
+import type { Output } from '../protocol/postgres/output.ts';
 
 /** Where the statement came from on the wire. */
 export type StatementSource = 'query' | 'parse' | 'bind' | 'execute' | 'function-call' | 'startup-option';
@@ -69,6 +71,12 @@ export interface MatchedRule {
  */
 export interface ResultTransform {
   message(type: number, frame: Buffer): Buffer;
+  /**
+   * Optional, for speed: appends to `out` what the client gets instead of
+   * the DataRow at buffer[start, end), so rows need no buffer of their own.
+   * When present, every DataRow goes here instead of to message().
+   */
+  dataRow?(buffer: Buffer, start: number, end: number, out: Output): void;
 }
 
 interface DecisionBase {

@@ -40,6 +40,7 @@ import { ProtocolViolation } from '../protocol/postgres/errors.ts';
 import { writeParse } from '../protocol/postgres/extended.ts';
 import { Framer } from '../protocol/postgres/framer.ts';
 import { Code } from '../protocol/postgres/messages.ts';
+import { Output } from '../protocol/postgres/output.ts';
 import { writeQuery } from '../protocol/postgres/query.ts';
 import { Reader } from '../protocol/postgres/reader.ts';
 import { MessageScanner } from '../protocol/postgres/scanner.ts';
@@ -479,6 +480,7 @@ export class Session {
           if (state === 'cancelled' && type === Code.ErrorResponse) return timedOut;
           return inner ? inner.message(type, frame) : frame;
         },
+        dataRow: inner?.dataRow && ((buffer, start, end, out) => inner.dataRow!(buffer, start, end, out)),
       },
       // The clock starts when the server is working on it, not while it waits behind others.
       onHead: () => {
@@ -590,17 +592,25 @@ export class Session {
    */
   private primed(bound: Portal, transform: ResultTransform): ResultTransform {
     let first = true;
+    const prime = (type: number): void => {
+      first = false;
+      bound.described = true;
+      const shape = this.rowShapes.get(bound.statement);
+      if (shape && type !== Code.RowDescription)
+        transform.message(Code.RowDescription, withFormats(shape, bound.resultFormats));
+    };
+    const { dataRow } = transform;
     return {
       message: (type, frame) => {
-        if (first) {
-          first = false;
-          bound.described = true;
-          const shape = this.rowShapes.get(bound.statement);
-          if (shape && type !== Code.RowDescription)
-            transform.message(Code.RowDescription, withFormats(shape, bound.resultFormats));
-        }
+        if (first) prime(type);
         return transform.message(type, frame);
       },
+      dataRow:
+        dataRow &&
+        ((buffer, start, end, out) => {
+          if (first) prime(Code.DataRow);
+          dataRow.call(transform, buffer, start, end, out);
+        }),
     };
   }
 
@@ -704,16 +714,22 @@ export class Session {
   private transformFrames(chunk: Buffer): Buffer | null {
     let leave = false;
     // The chunk's messages, transformed, leave in one write: a write per message costs more than a copy.
-    const out: Buffer[] = [];
-    let size = 0;
+    const out = new Output(chunk.length + (chunk.length >> 2) + 256);
     try {
       this.serverFramer.push(chunk, (type, buffer, start, bodyStart, end) => {
         const transform = this.responses.head?.transform;
-        // Frames are views of the chunk (or of a joined copy), which nothing reuses: no copy needed.
-        const frame = buffer.subarray(start, end);
-        const result = transform ? transform.message(type, frame) : frame;
-        out.push(result);
-        size += result.length;
+        // A DataRow means nothing to the response tracker: only its transform sees it.
+        if (type === Code.DataRow && transform?.dataRow) {
+          transform.dataRow(buffer, start, end, out);
+          return;
+        }
+        if (transform) {
+          // Frames are views of the chunk (or of a joined copy), which nothing reuses: no copy needed.
+          const result = transform.message(type, buffer.subarray(start, end));
+          out.append(result);
+        } else {
+          out.append(buffer, start, end);
+        }
         this.received(type, end > bodyStart ? buffer[bodyStart]! : -1);
         if (!this.responses.head?.transform) {
           leave = true;
@@ -721,7 +737,7 @@ export class Session {
         }
       });
     } finally {
-      this.writeClient(out.length === 1 ? out[0]! : Buffer.concat(out, size));
+      this.writeClient(out.take());
     }
     if (!leave) return null;
     this.framing = false;
