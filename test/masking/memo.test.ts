@@ -4,14 +4,16 @@ import { MaskMemo, MaskMemos, memoHash } from '../../src/masking/memo.ts';
 import type { StatementPlan } from '../../src/masking/plan.ts';
 import { maskResult } from '../../src/masking/transform.ts';
 import { Code, type FieldDescription } from '../../src/protocol/postgres/messages.ts';
+import { Output } from '../../src/protocol/postgres/output.ts';
 import { parseDataRow, writeDataRow, writeRowDescription } from '../../src/protocol/postgres/query.ts';
 import { Reader } from '../../src/protocol/postgres/reader.ts';
 import { Writer } from '../../src/protocol/postgres/writer.ts';
 
-const SETS = 16_384;
+const SETS = 8_192;
+const WAYS = 4;
 
-/** Three different values whose hashes fall in the same set of two slots. */
-function threeInOneSet(): Buffer[] {
+/** Five different values whose hashes fall in the same set of four slots. */
+function fiveInOneSet(): Buffer[] {
   const bySet = new Map<number, Buffer[]>();
   for (let i = 0; ; i++) {
     const value = Buffer.from(`value-${i}`);
@@ -19,7 +21,7 @@ function threeInOneSet(): Buffer[] {
     const found = bySet.get(set) ?? [];
     found.push(value);
     bySet.set(set, found);
-    if (found.length === 3) return found;
+    if (found.length === WAYS + 1) return found;
   }
 }
 
@@ -57,16 +59,27 @@ describe('MaskMemo', { timeout: 30_000 }, () => {
     assert.deepEqual(recall(memo, Buffer.from('secret')), Buffer.from('m'));
   });
 
-  it('holds two values per set and forgets the one used least recently', () => {
+  it('holds four values per set and replaces the oldest when a fifth comes', () => {
     const memo = new MaskMemo();
-    const [a, b, c] = threeInOneSet() as [Buffer, Buffer, Buffer];
-    remember(memo, a, Buffer.from('A'));
-    remember(memo, b, Buffer.from('B'));
-    assert.deepEqual(recall(memo, a), Buffer.from('A')); // a used last: b goes next
-    remember(memo, c, Buffer.from('C'));
-    assert.deepEqual(recall(memo, a), Buffer.from('A'));
-    assert.equal(recall(memo, b), undefined);
-    assert.deepEqual(recall(memo, c), Buffer.from('C'));
+    const values = fiveInOneSet();
+    const masks = values.map((_, i) => Buffer.from(`mask ${i}`));
+    for (const [i, value] of values.slice(0, WAYS).entries()) remember(memo, value, masks[i]!);
+    for (const [i, value] of values.slice(0, WAYS).entries()) assert.deepEqual(recall(memo, value), masks[i]);
+    remember(memo, values[WAYS]!, masks[WAYS]!);
+    assert.equal(recall(memo, values[0]!), undefined, 'the first remembered is the first forgotten');
+    for (let i = 1; i <= WAYS; i++) assert.deepEqual(recall(memo, values[i]!), masks[i]);
+  });
+
+  it('tells apart values that differ in length only by trailing bytes or in one byte', () => {
+    const memo = new MaskMemo();
+    remember(memo, Buffer.from('abcdefgh'), Buffer.from('8'));
+    remember(memo, Buffer.from('abcdefghi'), Buffer.from('9'));
+    assert.deepEqual(recall(memo, Buffer.from('abcdefgh')), Buffer.from('8'));
+    assert.deepEqual(recall(memo, Buffer.from('abcdefghi')), Buffer.from('9'));
+    assert.equal(recall(memo, Buffer.from('abcdefgX')), undefined);
+    assert.equal(recall(memo, Buffer.from('')), undefined, 'an empty value is not an empty slot');
+    remember(memo, Buffer.from(''), Buffer.from('0'));
+    assert.deepEqual(recall(memo, Buffer.from('')), Buffer.from('0'));
   });
 });
 
@@ -111,6 +124,17 @@ describe('masking a result with remembered masks', { timeout: 30_000 }, () => {
     transform.message(Code.RowDescription, description);
     return rows.map((row) => transform.message(Code.DataRow, row));
   };
+
+  it('writes the same rows into a shared output as it returns one at a time', () => {
+    const one = maskAll(new MaskMemos());
+    const transform = maskResult([plan], key, new MaskMemos());
+    transform.message(Code.RowDescription, description);
+    const out = new Output(16); // too small: it grows as rows are written
+    out.append(Buffer.from('before'));
+    for (const row of rows)
+      transform.dataRow!(Buffer.concat([Buffer.from('xx'), row, Buffer.from('yy')]), 2, 2 + row.length, out);
+    assert.deepEqual(out.take(), Buffer.concat([Buffer.from('before'), ...one]));
+  });
 
   it('masks every row as it would with nothing remembered, on a first and a later read', () => {
     const shared = new MaskMemos();
