@@ -146,6 +146,8 @@ export class Session {
   /** True while the server's bytes are framed whole for a transform. */
   private framing = false;
   private readonly serverFramer = new Framer(MAX_SERVER_MESSAGE);
+  /** Where the slow path writes a chunk's messages (kept for the next chunk once the socket is done with it). */
+  private readonly output = new Output();
   private closed = false;
   /** Reading paused on one side until the other side's write buffer drains (one listener each). */
   private clientHeld = false;
@@ -714,7 +716,8 @@ export class Session {
   private transformFrames(chunk: Buffer): Buffer | null {
     let leave = false;
     // The chunk's messages, transformed, leave in one write: a write per message costs more than a copy.
-    const out = new Output(chunk.length + (chunk.length >> 2) + 256);
+    const out = this.output;
+    out.reset(chunk.length + (chunk.length >> 2) + 256);
     try {
       this.serverFramer.push(chunk, (type, buffer, start, bodyStart, end) => {
         const transform = this.responses.head?.transform;
@@ -737,7 +740,9 @@ export class Session {
         }
       });
     } finally {
-      this.writeClient(out.take());
+      this.writeClient(out.written());
+      // Written through at once, the buffer is free for the next chunk; else the socket holds it.
+      if (this.client.writableLength > 0) out.release();
     }
     if (!leave) return null;
     this.framing = false;

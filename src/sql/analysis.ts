@@ -5,6 +5,7 @@
  * calls, and the hazards that hide in plain sight (writes inside CTEs,
  * SELECT INTO, COPY PROGRAM, DO blocks, SET ROLE...). Plain data, no policy.
  */
+import './baseline-wasm.ts'; // before the parser's WebAssembly is compiled
 import { fingerprintSync, loadModule, parseSync } from 'libpg-query';
 import { isDangerous, isOpaque } from './functions.ts';
 import { type Lineage, lineageOf } from './lineage.ts';

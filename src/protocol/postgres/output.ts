@@ -9,8 +9,14 @@ export class Output {
   bytes: Buffer;
   at = 0;
 
-  constructor(capacity: number) {
+  constructor(capacity = 0) {
     this.bytes = Buffer.allocUnsafe(capacity);
+  }
+
+  /** Starts again empty with room for `capacity` bytes, in the buffer it has when that is large enough. */
+  reset(capacity: number): void {
+    if (this.bytes.length < capacity) this.bytes = Buffer.allocUnsafe(capacity);
+    this.at = 0;
   }
 
   /** Makes room for `n` more bytes at `at` (the buffer may be replaced: read `bytes` after). */
@@ -27,11 +33,16 @@ export class Output {
     this.at += source.copy(this.bytes, this.at, start, end);
   }
 
-  /** What was written; the output is then empty (its buffer now belongs to the caller). */
-  take(): Buffer {
-    const written = this.bytes.subarray(0, this.at);
-    this.bytes = Buffer.allocUnsafe(0);
+  /** What was written, a view of the buffer: reset() may overwrite it, so release() it while it is in use. */
+  written(): Buffer {
+    return this.bytes.subarray(0, this.at);
+  }
+
+  /** Lets go of the buffer (its bytes now belong to whoever holds written()). */
+  release(): void {
+    this.bytes = EMPTY;
     this.at = 0;
-    return written;
   }
 }
+
+const EMPTY = Buffer.alloc(0);
