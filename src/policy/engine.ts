@@ -483,8 +483,8 @@ type Outcome =
       readonly action: 'allow';
       readonly maxRows: number | undefined;
       readonly limitRule: string;
-      /** The masking of the result, made for each call (it follows the result's columns). */
-      readonly masking?: () => ResultTransform;
+      /** The masking of the result, made for each call (it follows the result's columns) and its session. */
+      readonly masking?: (session: SessionInfo) => ResultTransform;
     };
 
 /** The outcome once masking has seen the statements: refused, or allowed with a mask plan. */
@@ -499,7 +499,7 @@ function maskedOutcome(
   if (verdict.kind === 'clear') return outcome;
   if (verdict.kind === 'deny') return { action: 'deny', message: verdict.message, hint: verdict.hint };
   const { plans } = verdict;
-  return { ...outcome, masking: () => masking.transform(plans, context.session) };
+  return { ...outcome, masking: (session) => masking.transform(plans, session) };
 }
 
 /** A row cap and a mask together: rows the cap drops are not masked. */
@@ -567,7 +567,7 @@ function decisionOf(
   decision.action = 'allow';
   decision.transform = chain(
     outcome.maxRows === undefined ? null : rowLimit(outcome.maxRows, outcome.limitRule),
-    outcome.masking ? outcome.masking() : null,
+    outcome.masking ? outcome.masking(context.session) : null,
   );
   if (effects) decision.effects = effects;
   const { statementTimeoutMs } = judgement.limits;

@@ -1,10 +1,19 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import type { IdentityConfig, TargetConfig } from '../../src/config/index.ts';
+import { Catalogs, EMPTY_CATALOG } from '../../src/masking/catalog.ts';
+import { Masking } from '../../src/masking/masking.ts';
+import { MaskingPolicy, NO_MASKING } from '../../src/masking/policy.ts';
 import type { Decision, DecisionContext, SessionInfo, StatementSource } from '../../src/policy/decision.ts';
 import { PolicyEngine } from '../../src/policy/engine.ts';
 import { evaluate, type Policy } from '../../src/policy/rules.ts';
 import { Code } from '../../src/protocol/postgres/messages.ts';
+import {
+  writeCommandComplete,
+  writeDataRow,
+  writeRowDescription,
+} from '../../src/protocol/postgres/query.ts';
+import { Writer } from '../../src/protocol/postgres/writer.ts';
 import { loadParser } from '../../src/sql/analysis.ts';
 
 before(() => loadParser());
@@ -193,6 +202,51 @@ describe('kept verdicts', () => {
     const row = Buffer.from([Code.DataRow, 0, 0, 0, 6, 0, 0]);
     for (let i = 0; i < 3; i++) a.transform.message(Code.DataRow, row);
     assert.equal(b.transform.message(Code.DataRow, row), row, 'the second decision has counted nothing');
+  });
+
+  it('give each decision a masking that reports to its own session', () => {
+    const reports: [number, string[], number][] = [];
+    const masking = new Masking(
+      new MaskingPolicy({ ...NO_MASKING, heuristics: true }, Buffer.alloc(32, 1)),
+      new Catalogs(async () => EMPTY_CATALOG),
+      (info, report) => reports.push([info.id, [...report.columns], report.rows]),
+    );
+    const engine = new PolicyEngine(policy, undefined, undefined, masking);
+    const sql = 'SELECT id, email FROM orders';
+    const description = writeRowDescription(new Writer(), {
+      type: 'RowDescription',
+      fields: ['id', 'email'].map((name) => ({
+        name,
+        tableOid: 0,
+        columnAttribute: 0,
+        typeOid: 25,
+        typeSize: -1,
+        typeModifier: -1,
+        format: 0 as const,
+      })),
+    }).flush();
+    const row = writeDataRow(new Writer(), {
+      type: 'DataRow',
+      values: [Buffer.from('1'), Buffer.from('jane@example.com')],
+    }).flush();
+    const done = writeCommandComplete(new Writer(), { type: 'CommandComplete', tag: 'SELECT 2' }).flush();
+    const sessions = [session(ana), session(ana)];
+    for (const info of sessions) {
+      const decision = engine.decide(context(info, sql));
+      assert.equal(decision.action, 'allow');
+      if (decision.action !== 'allow') return;
+      assert.ok(decision.transform);
+      decision.transform.message(Code.RowDescription, description);
+      const masked = decision.transform.message(Code.DataRow, row);
+      assert.ok(!masked.includes('jane@example.com'), 'the email is masked');
+      decision.transform.message(Code.DataRow, row);
+      decision.transform.message(Code.CommandComplete, done);
+    }
+    assert.equal(engine.verdictHits, 1, 'the second decision reused the first verdict');
+    assert.deepEqual(reports, [
+      [sessions[0]!.id, ['email'], 2],
+      [sessions[1]!.id, ['email'], 2],
+    ]);
   });
 
   it('hold a time window only until the end of the minute', () => {
