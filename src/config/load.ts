@@ -357,6 +357,7 @@ function maskingOf(masking: ParsedConfig['masking']): MaskingConfig {
       column,
       clauses,
     })),
+    unresolved: masking.unresolved,
   };
 }
 

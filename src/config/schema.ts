@@ -570,6 +570,7 @@ const maskingSchema = mapping(
       'allowed uses',
       '{ identities: [fraud_bot], table: public.customers, column: email, clauses: [where] }',
     ).default([]),
+    unresolved: oneOf(['deny', 'mask']).default('deny'),
   },
   'columns:',
 );

@@ -1,7 +1,9 @@
 /**
  * What a target's database holds, as masking needs it: every table, view and
  * materialised view outside the system schemas, with its columns by
- * attribute number and, for views, the definition. RowDescription names a
+ * attribute number and, for views, the definition; and the names of the
+ * server's own functions (a function of any other schema may read any
+ * table, out of sight of lineage). RowDescription names a
  * plain result column by table OID and attribute number; the catalog turns
  * that into schema.table.column, and a view's column into what its
  * definition computes it from.
@@ -40,6 +42,8 @@ export class Catalog {
     relations: Iterable<CatalogRelation>,
     /** When it was read (ms since the epoch). */
     readonly readAt: number,
+    /** The names of the server's own functions (schema pg_catalog); any other function may read any table. */
+    private readonly builtins: ReadonlySet<string> = new Set(),
   ) {
     for (const relation of relations) {
       this.byOid.set(relation.oid, relation);
@@ -54,6 +58,12 @@ export class Catalog {
   /** A relation by schema-qualified name. */
   named(schema: string, name: string): CatalogRelation | undefined {
     return this.byName.get(`${schema}.${name}`);
+  }
+
+  /** Whether `name` (unqualified, or qualified with pg_catalog) is one of the server's own functions. */
+  isBuiltinFunction(name: string): boolean {
+    const unqualified = name.startsWith('pg_catalog.') ? name.slice('pg_catalog.'.length) : name;
+    return !unqualified.includes('.') && this.builtins.has(unqualified);
   }
 
   get size(): number {
@@ -74,6 +84,9 @@ SELECT c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, a.atttypid,
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname !~ '^pg_toast'
  ORDER BY c.oid, a.attnum`;
+
+const BUILTIN_FUNCTIONS_SQL = `
+SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace`;
 
 /** Reads a target's catalog over a connection of its own; rejects with the server's error. */
 export async function readCatalog(target: TargetConfig): Promise<Catalog> {
@@ -100,9 +113,14 @@ export async function readCatalog(target: TargetConfig): Promise<Catalog> {
       }
       entry.columns.push({ name: column!, attnum: Number(attnum), typeOid: Number(typeOid) });
     });
+    const builtins = new Set<string>();
+    await connection.query(BUILTIN_FUNCTIONS_SQL, 'reading its function names', ([name]) => {
+      builtins.add(name!);
+    });
     return new Catalog(
       [...relations.values()].map((entry) => entry.relation),
       Date.now(),
+      builtins,
     );
   } finally {
     connection.close();

@@ -7,6 +7,7 @@
 import type { TargetConfig } from '../config/index.ts';
 import type { ResultTransform, SessionInfo } from '../policy/decision.ts';
 import type { StatementAnalysis } from '../sql/analysis.ts';
+import { isOpaque } from '../sql/functions.ts';
 import { type Catalog, Catalogs, EMPTY_CATALOG } from './catalog.ts';
 import { MaskMemos } from './memo.ts';
 import { CLEAR, type MaskVerdict, planStatements, type StatementPlan } from './plan.ts';
@@ -72,7 +73,10 @@ export class Masking {
   }
 }
 
-/** A statement whose result may hold table data: it names a table, or fetches from a cursor. */
+/**
+ * A statement whose result may hold table data: it names a table, fetches
+ * from a cursor, or calls a function that may read tables itself.
+ */
 function readsData(statement: StatementAnalysis): boolean {
-  return statement.tables.length > 0 || statement.fetches !== undefined;
+  return statement.tables.length > 0 || statement.fetches !== undefined || statement.functions.some(isOpaque);
 }

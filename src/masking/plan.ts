@@ -17,6 +17,7 @@
 import type { IdentityConfig, TargetConfig } from '../config/index.ts';
 import type { ClauseColumns, StatementAnalysis } from '../sql/analysis.ts';
 import { AnalysisCache } from '../sql/cache.ts';
+import { isOpaque } from '../sql/functions.ts';
 import type { Lineage } from '../sql/lineage.ts';
 import type { Catalog, CatalogRelation } from './catalog.ts';
 import { type CopyFormat, type CopyPlan, nullMayBeValue, readCopyFormat } from './copy.ts';
@@ -114,6 +115,8 @@ class Resolver {
   readonly anyPrivate: boolean;
   /** Some table the statement names is not in the catalog (new, temporary, or not there at all). */
   readonly unknownTables: boolean;
+  /** A function the statement calls that is not the server's own: its result may hold any table's data. */
+  private readonly unresolvedCall: string | undefined;
   /** COPY ... TO STDOUT: the format of its rows, or why Warden cannot read them. */
   private readonly copyFormat: CopyFormat | string | undefined;
   private copyColumnsMade: CopyColumns | undefined;
@@ -128,6 +131,9 @@ class Resolver {
     this.anyPrivate = this.candidates.some((candidate) => this.privateColumnIn(candidate) !== undefined);
     this.unknownTables = this.candidates.some((candidate) => candidate.relation === undefined);
     if (this.unknownTables) input.onUnknownTable?.();
+    this.unresolvedCall = statement.functions.find(
+      (name) => isOpaque(name) && !input.catalog.isBuiltinFunction(name),
+    );
     const copy = this.lineage?.copy;
     this.copyFormat =
       statement.kind === 'copy' && copy?.to === 'stdout' ? readCopyFormat(copy.options) : undefined;
@@ -136,6 +142,16 @@ class Resolver {
   /** Why the statement is refused: a private value would be inferred, copied out or sent unmasked. */
   refusal(): MaskVerdict | undefined {
     const { statement } = this;
+    if (
+      this.unresolvedCall !== undefined &&
+      this.input.policy.config.unresolved === 'deny' &&
+      this.anyMask()
+    ) {
+      return deny(
+        `the result of ${this.unresolvedCall}() cannot be traced to the columns it reads, and data is masked for you`,
+        'Read the tables it reads directly, or ask for masking.unresolved: mask, which masks every column such a statement computes.',
+      );
+    }
     for (const [field, clause, words] of INFERENCE) {
       for (const ref of statement.columns[field]) {
         const masked = this.resolve(ref, 0);
@@ -212,11 +228,13 @@ class Resolver {
       return this.copyPlan(this.copyFormat);
     const outputs = this.lineage?.outputs ?? [];
     const stars = outputs.some((output) => output.star);
+    // A function lineage cannot see into may return anything: every computed column is masked.
+    const whole = this.unresolvedCall !== undefined ? (this.masked('other') ?? this.anyMask()) : undefined;
     const positional = stars
       ? undefined
-      : outputs.map((output) => this.first(output.refs.map((ref) => this.resolve(ref, 0))));
+      : outputs.map((output) => this.first(output.refs.map((ref) => this.resolve(ref, 0))) ?? whole);
     const computed = stars
-      ? this.first(outputs.flatMap((output) => output.refs.map((ref) => this.resolve(ref, 0))))
+      ? (this.first(outputs.flatMap((output) => output.refs.map((ref) => this.resolve(ref, 0)))) ?? whole)
       : undefined;
     return {
       positional,
@@ -249,7 +267,10 @@ class Resolver {
   private copyColumns(): CopyColumns {
     if (this.copyColumnsMade) return this.copyColumnsMade;
     const { outputs, copy } = this.lineage!;
-    const whole = this.unknownTables ? (this.masked('other') ?? this.anyMask()) : undefined;
+    const whole =
+      this.unknownTables || this.unresolvedCall !== undefined
+        ? (this.masked('other') ?? this.anyMask())
+        : undefined;
     const stars = outputs.some((output) => output.star);
     let columns: { name: string; typeOid: number }[] | undefined;
     let positional: (Masked | undefined)[] | undefined;

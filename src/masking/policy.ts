@@ -42,6 +42,12 @@ export interface MaskingConfig {
     readonly column: string;
     readonly clauses: readonly InferenceClause[];
   }[];
+  /**
+   * A statement whose result lineage cannot follow (it calls a function
+   * that is not the server's own, which may read any table) while something
+   * is masked for the identity: refused, or every computed column masked.
+   */
+  readonly unresolved: 'deny' | 'mask';
 }
 
 export const NO_MASKING: MaskingConfig = {
@@ -51,6 +57,7 @@ export const NO_MASKING: MaskingConfig = {
   strategies: {},
   unmask: [],
   allowUses: [],
+  unresolved: 'deny',
 };
 
 /** What each class gets when the config does not say. */

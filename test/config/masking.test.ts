@@ -65,7 +65,16 @@ describe('the masking section', () => {
           clauses: ['where', 'join'],
         },
       ],
+      unresolved: 'deny',
     });
+  });
+
+  it('takes unresolved: mask, and names the line and the choices for anything else', options, () => {
+    const masked = parseConfig(`${TARGETS}masking:\n  unresolved: mask\n`, FILE, {});
+    assert.equal(masked.masking.unresolved, 'mask');
+    const error = refusal(`masking:\n  unresolved: allow\n`);
+    assert.match(error.message, /warden\.yaml:4:15 masking\.unresolved: expected one of deny, mask, got "allow"/);
+    assert.match(error.message, /fix: write one of: deny, mask/);
   });
 
   it('names the line and a fix for an unknown class or strategy, and never shows the key', options, () => {

@@ -57,6 +57,7 @@ masking:
       classes: { "*": null }
   allowUses:
     - { identities: [etl], table: public.customers, column: email, clauses: [where] }
+  unresolved: mask
 `;
 
 describe('masking on the wire', { timeout: 120_000 }, () => {
@@ -271,7 +272,10 @@ describe('masking on the wire', { timeout: 120_000 }, () => {
       await client.query('CLOSE c');
       // Opened by a function: Warden never saw its query. Table columns are masked by what they
       // are; computed ones, which could hold anything, are masked too.
-      await client.query('SELECT open_contacts()');
+      // Its own result is what lineage cannot follow either: masked (unresolved: mask); a refcursor
+      // has no made-up value valid for its type, so NULL.
+      const opener = await client.query('SELECT open_contacts() AS c');
+      assert.equal(opener.rows[0].c, null);
       const opened = await client.query('FETCH ALL FROM fn_cursor');
       assertNoLeak(opened.rows, 'a cursor a function opened');
       assert.deepEqual(
@@ -364,5 +368,51 @@ describe('masking on the wire', { timeout: 120_000 }, () => {
     assert.equal(result.code, 0, result.stderr);
     for (const value of PRIVATE) assert.ok(!result.stdout.includes(value), result.stdout);
     assert.match(result.stdout, /\|London/);
+  });
+});
+
+describe('masking a function lineage cannot see into', { timeout: 120_000 }, () => {
+  const env = seededWarden(
+    'masking_fn',
+    SEED,
+    `
+policy:
+  defaults: { human: allow, service: allow, agent: allow }
+  allowedFunctions: [contact_of, format_type]
+masking:
+  key: test-masking-key-0123456789
+  strategies:
+    email: hash
+`,
+  );
+
+  it('refuses its call by default while anything is masked; the server’s own functions stay clear', async () => {
+    await env.direct.query(
+      'CREATE FUNCTION contact_of(int) RETURNS text LANGUAGE sql AS $$ SELECT email FROM customers WHERE id = $1 $$',
+    );
+    const direct = await env.direct.query('SELECT contact_of(1) AS c');
+    assert.match(direct.rows[0].c, /@/, 'the function does return an email');
+    const client = new pg.Client(env.warden.pgConfig('alice'));
+    await client.connect();
+    try {
+      for (const sql of [
+        'SELECT contact_of(1)',
+        'SELECT id, contact_of(id) FROM customers',
+        'SELECT * FROM contact_of(2)',
+      ]) {
+        const error = await client.query(sql).then(
+          () => undefined,
+          (caught: PgError) => caught,
+        );
+        assert.equal(error?.code, '42501', sql);
+        assert.match(error!.message, /contact_of\(\) cannot be traced to the columns it reads/, sql);
+      }
+      const builtin = await client.query(
+        'SELECT format_type(23, -1) AS t, upper(city) AS c FROM customers ORDER BY id',
+      );
+      assert.deepEqual(builtin.rows[0], { t: 'integer', c: 'LONDON' });
+    } finally {
+      await client.end();
+    }
   });
 });
