@@ -73,7 +73,10 @@ describe('the masking section', () => {
     const masked = parseConfig(`${TARGETS}masking:\n  unresolved: mask\n`, FILE, {});
     assert.equal(masked.masking.unresolved, 'mask');
     const error = refusal(`masking:\n  unresolved: allow\n`);
-    assert.match(error.message, /warden\.yaml:4:15 masking\.unresolved: expected one of deny, mask, got "allow"/);
+    assert.match(
+      error.message,
+      /warden\.yaml:4:15 masking\.unresolved: expected one of deny, mask, got "allow"/,
+    );
     assert.match(error.message, /fix: write one of: deny, mask/);
   });
 
