@@ -9,12 +9,9 @@ import { type MaskMemo, type MaskMemos, MEMO_MAX_VALUE, memoHash } from './memo.
 import type { Masked } from './plan.ts';
 import { columnMasker, type ValueMasker } from './strategies.ts';
 
-/** A column to rewrite: its position, how, and its type and format as described. */
+/** A column to rewrite: its position, and how its values are masked. */
 export interface Rewrite {
   readonly index: number;
-  readonly masked: Masked;
-  readonly typeOid: number;
-  readonly format: 0 | 1;
   /** Masks one value of the column. */
   readonly mask: ValueMasker;
   /** Masks already made this way, by value, for the strategies that cost an HMAC per value. */
@@ -32,9 +29,6 @@ export function rewriteOf(
 ): Rewrite {
   return {
     index,
-    masked,
-    typeOid,
-    format,
     mask: columnMasker(typeOid, format, masked.strategy, masked.maskClass, key),
     memo: memos?.for(masked, typeOid, format),
   };

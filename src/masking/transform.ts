@@ -73,15 +73,21 @@ export function maskResult(
     return out;
   };
 
+  /** Masks the DataRow at buffer[start, end) (see maskRow); its new size, or -1 when it passes as it is. */
+  const masked = (buffer: Buffer, start: number, end: number): number => {
+    rewrites ??= blind(buffer.readInt16BE(start + 5));
+    if (rewrites.length === 0) return -1;
+    if (report) report.rows++;
+    return maskRow(buffer, start, end, rewrites);
+  };
+
   return {
     dataRow(buffer, start, end, out) {
-      rewrites ??= blind(buffer.readInt16BE(start + 5));
-      if (rewrites.length === 0) {
+      const size = masked(buffer, start, end);
+      if (size < 0) {
         out.append(buffer, start, end);
         return;
       }
-      if (report) report.rows++;
-      const size = maskRow(buffer, start, end, rewrites);
       out.reserve(size);
       out.at = spliceInto(
         buffer,
@@ -102,10 +108,8 @@ export function maskResult(
           describe(parseRowDescription(new Reader(frame, 5, frame.length)).fields);
           return frame;
         case Code.DataRow: {
-          rewrites ??= blind(frame.readInt16BE(5));
-          if (rewrites.length === 0) return frame;
-          if (report) report.rows++;
-          const size = maskRow(frame, 0, frame.length, rewrites);
+          const size = masked(frame, 0, frame.length);
+          if (size < 0) return frame;
           return spliceValues(frame, size, rowCount, valueStarts, valueEnds, replacements);
         }
         case Code.CopyOutResponse: {

@@ -283,51 +283,26 @@ export function judge(compiled: CompiledPolicy, input: PolicyInput): Judgement {
     if (winner === undefined || STRENGTH[hit.action] > STRENGTH[winner.action]) winner = hit;
     if (hit.action === 'allow') allowed = true;
   }
-  if (winner !== undefined && STRENGTH[winner.action] >= STRENGTH.review) {
-    return {
-      action: winner.action,
-      rule: winner.rule,
-      message: messageOf(winner),
-      hits,
-      limits,
-      timeDependent,
-    };
-  }
-  // Mask and limit shape what is allowed; they do not allow by themselves. Access comes from an
-  // allow rule, or from the default for the identity's kind.
-  if (!allowed && allHousekeeping(statements)) {
-    return {
-      action: winner?.action ?? 'allow',
-      rule: winner?.rule,
-      message: HOUSEKEEPING,
-      hits,
-      limits,
-      timeDependent,
-    };
-  }
-  const { kind } = input.identity;
-  const fallback = compiled.policy.defaults?.[kind] ?? DEFAULTS[kind];
-  if (!allowed && fallback === 'deny') {
-    return {
-      action: 'deny',
-      rule: undefined,
-      message: `no rule allows this for ${kind} identities (default: deny)`,
-      hits,
-      limits,
-      timeDependent,
-    };
-  }
-  if (winner === undefined) {
-    return { action: 'allow', rule: undefined, message: 'allowed by default', hits, limits, timeDependent };
-  }
-  return {
-    action: winner.action,
-    rule: winner.rule,
-    message: messageOf(winner),
+  const judged = (action: Action, rule: string | undefined, message: string): Judgement => ({
+    action,
+    rule,
+    message,
     hits,
     limits,
     timeDependent,
-  };
+  });
+  if (winner !== undefined && STRENGTH[winner.action] >= STRENGTH.review)
+    return judged(winner.action, winner.rule, messageOf(winner));
+  // Mask and limit shape what is allowed; they do not allow by themselves. Access comes from an
+  // allow rule, or from the default for the identity's kind.
+  if (!allowed && allHousekeeping(statements))
+    return judged(winner?.action ?? 'allow', winner?.rule, HOUSEKEEPING);
+  const { kind } = input.identity;
+  const fallback = compiled.policy.defaults?.[kind] ?? DEFAULTS[kind];
+  if (!allowed && fallback === 'deny')
+    return judged('deny', undefined, `no rule allows this for ${kind} identities (default: deny)`);
+  if (winner === undefined) return judged('allow', undefined, 'allowed by default');
+  return judged(winner.action, winner.rule, messageOf(winner));
 }
 
 interface JudgeState {
