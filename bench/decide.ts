@@ -40,6 +40,9 @@ const session: SessionInfo = {
   target: config.targets[0]!,
   clientAddress: '127.0.0.1',
   tls: false,
+  pipeline: null,
+  pipelineFixed: false,
+  tag: 'bench/1',
   applicationName: 'pgbench',
 };
 const random = (n: number) => 1 + Math.floor(Math.random() * n);

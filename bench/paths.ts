@@ -20,6 +20,7 @@ export const PATH_NAMES = [
   'direct',
   'warden',
   'warden-2w',
+  'warden-noaudit',
   'warden-hook',
   'warden-policy',
   'pgbouncer',
@@ -84,7 +85,7 @@ export const POLICY_FILE = path.join(BENCH_DIR, 'policy.yaml');
  * get the same identity, target and labels; only the decision differs.
  */
 export type WardenMode =
-  | { readonly kind: 'cli'; readonly workers: number }
+  | { readonly kind: 'cli'; readonly workers: number; readonly audit?: false }
   | { readonly kind: 'hook' | 'policy' };
 
 const WARDEN_PATH_NAMES = { hook: 'warden-hook', policy: 'warden-policy' } as const;
@@ -106,6 +107,7 @@ export async function startWarden(
       `  port: ${port}`,
       `  workers: ${cli ? mode.workers : 1}`,
       'dataDir: ./data',
+      ...(cli && mode.audit === false ? ['audit:', '  enabled: false'] : []),
       'identities:',
       '  - name: bench',
       '    kind: service',
@@ -138,7 +140,13 @@ export async function startWarden(
     throw new Error(`warden key create failed: ${failure.stderr?.trim() || failure.message}`);
   }
   if (key === '') throw new Error('warden key create printed no key on stdout');
-  const name = cli ? (mode.workers > 1 ? 'warden-2w' : 'warden') : WARDEN_PATH_NAMES[mode.kind];
+  const name = cli
+    ? mode.audit === false
+      ? 'warden-noaudit'
+      : mode.workers > 1
+        ? 'warden-2w'
+        : 'warden'
+    : WARDEN_PATH_NAMES[mode.kind];
   const child = cli
     ? spawnManaged(name, process.execPath, [bin, 'start', '--config', file], { cwd: REPO_ROOT })
     : spawnManaged(

@@ -12,7 +12,7 @@
  *   --scale   BENCH_SCALE    10   pgbench -i -s
  *   --warmup  BENCH_WARMUP   2    seconds of unmeasured pgbench per path before round 1 (0: none)
  *   --paths   BENCH_PATHS    direct,warden,warden-2w,pgbouncer,relay
- *                            (also warden-hook, warden-policy; direct is required)
+ *                            (also warden-noaudit, warden-hook, warden-policy; direct is required)
  *
  * The cost of the policy engine: warden-hook is Warden with the decision hook
  * alone (decide = allowAll), warden-policy the same Warden judging every
@@ -23,6 +23,12 @@
  *
  * which adds a "policy cost" block: per workload, the median over rounds of
  * warden-policy TPS / warden-hook TPS and both paths' CPU µs per transaction.
+ * The cost of the audit trail: warden-noaudit is the same Warden with
+ * audit.enabled: false; with both warden and warden-noaudit in --paths an
+ * "audit cost" block prints warden / warden-noaudit TPS and CPU per transaction:
+ *
+ *   npm run bench -- --paths direct,warden,warden-noaudit
+ *
  * BENCH_CPU_PROF=<folder> makes those two processes write V8 CPU profiles (in <folder>/<path>/);
  * bench/warden-server.ts, which runs them, can also time each decide call.
  *
@@ -53,6 +59,7 @@ import {
   type Upstream,
 } from './paths.ts';
 import {
+  auditCostLine,
   formatTable,
   pairRatio,
   policyCostLine,
@@ -255,6 +262,8 @@ async function startPath(name: PathName): Promise<BenchPath> {
       return startWarden(upstream, { kind: 'cli', workers: 1 });
     case 'warden-2w':
       return startWarden(upstream, { kind: 'cli', workers: 2 });
+    case 'warden-noaudit':
+      return startWarden(upstream, { kind: 'cli', workers: 1, audit: false });
     case 'warden-hook':
       return startWarden(upstream, { kind: 'hook' });
     case 'warden-policy':
@@ -447,6 +456,9 @@ async function main(): Promise<void> {
     ...(names.includes('warden-hook') && names.includes('warden-policy')
       ? { policyVsHook: pairRatio(runs.get(workload.id)!, 'warden-policy', 'warden-hook') }
       : {}),
+    ...(names.includes('warden') && names.includes('warden-noaudit')
+      ? { auditVsOff: pairRatio(runs.get(workload.id)!, 'warden', 'warden-noaudit') }
+      : {}),
   }));
 
   const environment = {
@@ -486,6 +498,14 @@ async function main(): Promise<void> {
         'ratio: median of per-round TPS policy / hook.',
     );
     for (const report of reports) out(policyCostLine(report));
+  }
+  if (reports.some((report) => report.auditVsOff !== undefined)) {
+    out('');
+    out(
+      'Audit cost: warden (every connection and statement recorded in its SQLite store) against ' +
+        'warden-noaudit (audit.enabled: false); ratio: median of per-round TPS on / off.',
+    );
+    for (const report of reports) out(auditCostLine(report));
   }
 
   const resultsDir = path.join(BENCH_DIR, 'results');

@@ -37,6 +37,8 @@ export interface WorkloadReport {
   readonly summary: Partial<Record<PathName, PathSummary>>;
   /** warden-policy against warden-hook, when both ran. */
   readonly policyVsHook?: PairRatio;
+  /** warden (audit on) against warden-noaudit, when both ran. */
+  readonly auditVsOff?: PairRatio;
 }
 
 /** One path against another, round by round. */
@@ -148,14 +150,27 @@ export function summaryLine(report: WorkloadReport): string {
 
 /** The policy cost of one workload: warden-policy / warden-hook TPS and both paths' CPU per transaction. */
 export function policyCostLine(report: WorkloadReport): string {
-  const hook = report.summary['warden-hook'];
-  const policy = report.summary['warden-policy'];
-  const pair = report.policyVsHook;
+  return costLine(report, report.policyVsHook, ['policy', 'warden-policy'], ['hook', 'warden-hook']);
+}
+
+/** The audit cost of one workload: warden / warden-noaudit TPS and both paths' CPU per transaction. */
+export function auditCostLine(report: WorkloadReport): string {
+  return costLine(report, report.auditVsOff, ['on', 'warden'], ['off', 'warden-noaudit']);
+}
+
+function costLine(
+  report: WorkloadReport,
+  pair: PairRatio | undefined,
+  [label, name]: readonly [string, PathName],
+  [baseLabel, baseName]: readonly [string, PathName],
+): string {
+  const path = report.summary[name];
+  const base = report.summary[baseName];
   const delta = pair?.cpuUsPerTxDelta;
   return (
-    `${report.title.padEnd(34)} policy/hook ${fixed(pair?.tpsRatio, 3)}  ` +
-    `TPS ${fixed(policy?.medianTps, 1)} / ${fixed(hook?.medianTps, 1)}  ` +
-    `CPU µs/tx policy ${fixed(policy?.cpuUsPerTx, 1)} hook ${fixed(hook?.cpuUsPerTx, 1)}` +
+    `${report.title.padEnd(34)} ${label}/${baseLabel} ${fixed(pair?.tpsRatio, 3)}  ` +
+    `TPS ${fixed(path?.medianTps, 1)} / ${fixed(base?.medianTps, 1)}  ` +
+    `CPU µs/tx ${label} ${fixed(path?.cpuUsPerTx, 1)} ${baseLabel} ${fixed(base?.cpuUsPerTx, 1)}` +
     (delta === null || delta === undefined ? '' : ` (${delta >= 0 ? '+' : ''}${delta.toFixed(1)})`)
   );
 }

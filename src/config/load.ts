@@ -1,6 +1,7 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { type MaskingConfig, NO_MASKING } from '../masking/policy.ts';
 import type { MaskClass, Strategy } from '../masking/strategies.ts';
@@ -126,14 +127,26 @@ function configError(issues: readonly ConfigIssue[], secrets: readonly string[])
   );
 }
 
-/** Every password value in the raw data, so that no message can echo one. */
-/** Secrets written in the config (target passwords, the masking key): never shown in an error or warning. */
+/** Secrets written in the config (target passwords, the masking key, the audit store URL): never shown in an error or warning. */
 function passwordsIn(data: unknown): string[] {
-  const { targets, masking } = (data ?? {}) as { targets?: unknown; masking?: { key?: unknown } | null };
+  const { targets, masking, audit } = (data ?? {}) as {
+    targets?: unknown;
+    masking?: { key?: unknown } | null;
+    audit?: { url?: unknown } | null;
+  };
   const secrets = Array.isArray(targets)
     ? targets.map((target: unknown) => (target as { password?: unknown } | null)?.password)
     : [];
   secrets.push(masking?.key);
+  // The whole URL, and the password inside it on its own.
+  if (typeof audit?.url === 'string') {
+    secrets.push(audit.url);
+    try {
+      secrets.push(decodeURIComponent(new URL(audit.url).password) || undefined);
+    } catch {
+      // not a URL: the schema says so, without echoing it
+    }
+  }
   return secrets.filter((secret): secret is string => typeof secret === 'string');
 }
 
@@ -276,6 +289,18 @@ function build(validated: Validated, files: ReadonlyMap<string, Buffer>): Warden
     targets,
     policy: policyOf(parsed.policy),
     masking: maskingOf(parsed.masking),
+    audit: {
+      enabled: parsed.audit.enabled,
+      store:
+        parsed.audit.store === 'postgres'
+          ? { kind: 'postgres', url: parsed.audit.url! }
+          : { kind: 'sqlite', dataDir: path.resolve(dir, parsed.dataDir ?? '.warden') },
+      chain: parsed.audit.chain ?? hostname(),
+      redactLiterals: parsed.audit.redactLiterals,
+      onStoreFailure: parsed.audit.onStoreFailure,
+      queueLimit: parsed.audit.queueLimit,
+      retentionDays: parsed.audit.retentionDays,
+    },
     warnings: warningsFor(source, parsed).map((warning) => withoutSecrets(warning, secrets)),
   };
 }

@@ -575,6 +575,43 @@ const maskingSchema = mapping(
   'columns:',
 );
 
+const auditSchema = mapping(
+  {
+    enabled: documented(z.boolean(), {
+      expected: 'true or false (false: no audit trail at all, for development only)',
+      fix: 'write true or false',
+    }).default(true),
+    store: oneOf(['sqlite', 'postgres']).default('sqlite'),
+    url: documented(z.string().regex(/^postgres(ql)?:\/\//), {
+      expected: 'a PostgreSQL connection URL (postgres://user:password@host:5432/database)',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the config's own ${ENV} syntax
+      fix: 'write url: ${WARDEN_AUDIT_URL} and set that variable to postgres://user:password@host/db',
+    }).optional(),
+    chain: documented(z.string().regex(/^[\w.:@-]{1,100}$/), {
+      expected: 'a chain name of letters, digits and . : @ - _ (at most 100)',
+      fix: 'write a name unique to this Warden instance, such as warden-eu-1',
+    }).optional(),
+    redactLiterals: documented(z.boolean(), {
+      expected: 'true or false (store statement texts with their literal values replaced by ?)',
+      fix: 'write true or false',
+    }).default(true),
+    onStoreFailure: oneOf(['deny', 'spool']).default('deny'),
+    queueLimit: positiveInteger('events', 100_000).default(100_000),
+    retentionDays: positiveInteger('days', 365).optional(),
+  },
+  'store: sqlite',
+).superRefine((audit, ctx) => {
+  if (audit.store === 'postgres' && audit.url === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['store'],
+      message: 'store: postgres needs a url',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the config's own ${ENV} syntax
+      params: { fix: 'add url: ${WARDEN_AUDIT_URL} next to store: postgres' },
+    });
+  }
+});
+
 function uniqueNames(what: string, plural: string) {
   return (items: readonly { readonly name: string }[], ctx: z.RefinementCtx) => {
     const seen = new Map<string, number>();
@@ -609,6 +646,7 @@ export const configSchema = mapping(
       .default([]),
     policy: policySchema.prefault({}),
     masking: maskingSchema.optional(),
+    audit: auditSchema.prefault({}),
   },
   'listen:',
 ).superRefine(

@@ -6,6 +6,7 @@
 import type * as z from 'zod';
 import type { MaskingConfig } from '../masking/policy.ts';
 import type { Policy } from '../policy/rules.ts';
+import type { StoreSpec } from '../store/open-audit.ts';
 import type { identityKindSchema, ParsedConfig, tlsModeSchema } from './schema.ts';
 
 export type IdentityKind = z.output<typeof identityKindSchema>;
@@ -63,5 +64,17 @@ export interface WardenConfig {
   readonly targets: readonly TargetConfig[];
   readonly policy: Policy;
   readonly masking: MaskingConfig;
+  readonly audit: {
+    /** false: no trail at all (development, benchmarks of its cost). */
+    readonly enabled: boolean;
+    /** The url of a postgres store holds its password: never logged, never shown. */
+    readonly store: StoreSpec;
+    /** This instance's hash chain (workers append -w1, -w2...). */
+    readonly chain: string;
+    readonly redactLiterals: boolean;
+    readonly onStoreFailure: 'deny' | 'spool';
+    readonly queueLimit: number;
+    readonly retentionDays: number | undefined;
+  };
   readonly warnings: readonly string[];
 }

@@ -9,6 +9,7 @@
 
 import type { IdentityConfig, TargetConfig } from '../config/index.ts';
 import type { Output } from '../protocol/postgres/output.ts';
+import type { StatementAnalysis } from '../sql/analysis.ts';
 
 /** Where the statement came from on the wire. */
 export type StatementSource = 'query' | 'parse' | 'bind' | 'execute' | 'function-call' | 'startup-option';
@@ -20,6 +21,12 @@ export interface SessionInfo {
   readonly clientAddress: string;
   readonly tls: boolean;
   readonly applicationName: string;
+  /** The pipeline its startup named (option warden.pipeline), else its application_name; null for neither. */
+  readonly pipeline: string | null;
+  /** The pipeline came from warden.pipeline: a statement's sqlcommenter tag does not override it. */
+  readonly pipelineFixed: boolean;
+  /** The session's name in the audit trail: unique across instances and restarts. */
+  readonly tag: string;
   /** search_path from the startup packet, if the client set one. */
   readonly searchPath?: readonly string[];
 }
@@ -87,6 +94,10 @@ interface DecisionBase {
   /** The rule that decided, when one did. */
   readonly rule?: string;
   readonly matched?: readonly MatchedRule[];
+  /** The statements judged (an EXECUTE replaced by what it runs), when the SQL could be read: for audit. */
+  readonly statements?: readonly StatementAnalysis[];
+  /** libpg-query's fingerprint of the text. */
+  readonly fingerprint?: string;
 }
 
 export interface Allow extends DecisionBase {

@@ -199,7 +199,7 @@ export class PolicyEngine {
       details.statements = statements;
       details.verdict = verdictOf(judgement, matched);
     }
-    return decisionOf(context, sql, judgement, outcome, matched, effects);
+    return decisionOf(context, sql, judgement, outcome, matched, effects, statements, analysis.fingerprint);
   }
 
   /** A batch without PREPARE or EXECUTE: its verdict is kept, see the top of this file. */
@@ -294,7 +294,16 @@ export class PolicyEngine {
     }
     if (details) details.verdict = verdictOf(judgement, matched);
     const effects = shape.effects && context.source !== 'bind' ? effectsOf(analysed) : undefined;
-    const decision = decisionOf(context, sql, judgement, kept.outcome, matched, effects);
+    const decision = decisionOf(
+      context,
+      sql,
+      judgement,
+      kept.outcome,
+      matched,
+      effects,
+      analysed,
+      analysis.fingerprint,
+    );
     if (
       effects === undefined &&
       (kept.outcome.action === 'deny' || (kept.outcome.maxRows === undefined && !kept.outcome.masking))
@@ -548,6 +557,8 @@ function decisionOf(
   outcome: Outcome,
   matched: readonly MatchedRule[],
   effects: Effects | undefined,
+  statements: readonly StatementAnalysis[],
+  fingerprint: string,
 ): Decision {
   const decision: DecisionDraft = {
     identity: context.session.identity.name,
@@ -557,6 +568,8 @@ function decisionOf(
   };
   if (judgement.rule !== undefined) decision.rule = judgement.rule;
   decision.matched = matched;
+  decision.statements = statements;
+  decision.fingerprint = fingerprint;
   if (outcome.action === 'deny') {
     decision.action = 'deny';
     decision.sqlstate = '42501';
@@ -583,6 +596,8 @@ interface DecisionDraft {
   sql: string | undefined;
   rule?: string;
   matched?: readonly MatchedRule[];
+  statements?: readonly StatementAnalysis[];
+  fingerprint?: string;
   action?: 'allow' | 'deny';
   sqlstate?: string;
   message?: string;

@@ -9,6 +9,7 @@
 import type net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import type { AuditSink } from '../audit/writer.ts';
 import type { IdentityConfig, TargetConfig, WardenConfig } from '../config/index.ts';
 import { mayConnect } from '../identity/access.ts';
 import type { Authenticator } from '../identity/authenticator.ts';
@@ -48,6 +49,9 @@ export interface ListenerContext {
   readonly prepareTarget?: (target: TargetConfig) => Promise<void>;
   readonly sessions: Set<Session>;
   nextSessionId(): number;
+  /** The audit trail, and the name of this instance's chain (sessions are named after it). */
+  readonly audit?: AuditSink;
+  readonly chain: string;
 }
 
 /** Newest protocol minor version Warden speaks (3.2, PostgreSQL 18). */
@@ -73,11 +77,22 @@ export async function serveClient(raw: net.Socket, context: ListenerContext): Pr
   raw.on('error', () => raw.destroy());
   const timer = setTimeout(() => raw.destroy(), STARTUP_TIMEOUT_MS);
   // The socket to answer on: the TLS one once negotiated, never plaintext inside TLS.
-  const current: { socket: Duplex } = { socket: raw };
+  const current: Current = { socket: raw };
   try {
     await negotiateAndLogin(raw, context, current);
   } catch (error) {
     const details = refusalDetails(error);
+    if (details && current.user !== undefined) {
+      context.audit?.record({
+        type: 'login.failed',
+        at: new Date().toISOString(),
+        identity: current.user,
+        client: raw.remoteAddress ?? 'unknown',
+        target: current.database ?? '',
+        sqlstate: details.sqlstate,
+        reason: details.message,
+      });
+    }
     if (details && !current.socket.destroyed) {
       // A refused login ends here: one FATAL message, then close.
       current.socket.end(errorResponse('FATAL', details));
@@ -120,11 +135,14 @@ async function firstChunk(raw: net.Socket): Promise<Buffer> {
   });
 }
 
-async function negotiateAndLogin(
-  raw: net.Socket,
-  context: ListenerContext,
-  current: { socket: Duplex },
-): Promise<void> {
+/** What the login has reached: the socket to answer on, and who the client said it is. */
+interface Current {
+  socket: Duplex;
+  user?: string;
+  database?: string;
+}
+
+async function negotiateAndLogin(raw: net.Socket, context: ListenerContext, current: Current): Promise<void> {
   const config = context.config();
   const clientAddress = raw.remoteAddress ?? 'unknown';
   let socket: Duplex = raw;
@@ -182,6 +200,8 @@ async function negotiateAndLogin(
   }
 
   const request = readStartupParameters(startup.parameters);
+  current.user = request.user;
+  current.database = request.database;
   const minor = Math.min(startup.minor, NEWEST_MINOR);
   if (startup.minor > NEWEST_MINOR || request.protocolOptions.length > 0) {
     socket.write(
@@ -219,15 +239,23 @@ async function negotiateAndLogin(
   context.backoff.recordSuccess(identity.name);
   const target = chooseTarget(config, identity, request.database);
 
+  const id = context.nextSessionId();
+  const applicationName = setting(request.settings, 'application_name') ?? '';
+  const pipelineOption = request.wardenSettings.get('warden.pipeline');
   const info: SessionInfo = {
-    id: context.nextSessionId(),
+    id,
     identity,
     target,
     clientAddress,
     tls: onTls,
-    applicationName: setting(request.settings, 'application_name') ?? '',
+    applicationName,
+    pipeline: pipelineOption || applicationName || null,
+    pipelineFixed: Boolean(pipelineOption),
+    tag: `${context.chain}/${id}`,
     searchPath: startupSearchPath(request.settings),
   };
+  const refusal = context.audit?.refusal;
+  if (refusal) throw new Refusal(refusal);
   for (const [name, value] of request.settings) {
     const decision = context.decide({
       session: info,
@@ -247,12 +275,25 @@ async function negotiateAndLogin(
     upstream.socket.destroy();
     return;
   }
+  const { audit } = context;
+  const openedAt = Date.now();
   const session = new Session(info, socket, upstream, {
     maxMessageSize: config.listen.maxMessageSize,
     decide: context.decide,
+    audit,
     onClose: (closed) => {
       context.sessions.delete(closed);
       context.cancels.release(key.processId);
+      audit?.record({
+        type: 'connection.close',
+        at: new Date().toISOString(),
+        identity: identity.name,
+        session: info.tag,
+        target: target.name,
+        pipeline: info.pipeline,
+        durationMs: Date.now() - openedAt,
+        statements: closed.statementCount,
+      });
     },
   });
   const key = context.cancels.issue(session, minor >= 2);
@@ -262,6 +303,19 @@ async function negotiateAndLogin(
   writeReadyForQuery(w, { type: 'ReadyForQuery', status: 'I' });
   socket.write(w.flush());
   context.sessions.add(session);
+  audit?.record({
+    type: 'connection.open',
+    at: new Date(openedAt).toISOString(),
+    identity: identity.name,
+    session: info.tag,
+    kind: identity.kind,
+    groups: identity.groups,
+    client: clientAddress,
+    applicationName,
+    pipeline: info.pipeline,
+    tls: onTls,
+    target: target.name,
+  });
   session.start(reader.detach());
 }
 

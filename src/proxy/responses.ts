@@ -14,6 +14,7 @@
  * oldest unanswered one, up to and including the message that answers it.
  */
 
+import type { StatementTrace } from '../audit/statement.ts';
 import type { ResultTransform } from '../policy/decision.ts';
 import { Code } from '../protocol/postgres/messages.ts';
 
@@ -38,6 +39,8 @@ export interface Expected {
   readonly settled?: (ok: boolean) => void;
   /** The server is now working on it: everything before it is answered. */
   readonly onHead?: () => void;
+  /** What audit gathers while the server answers it (a statement that runs: Query, Execute, FunctionCall). */
+  readonly trace?: StatementTrace;
 }
 
 /** Shared entries for the common case of nothing attached. */

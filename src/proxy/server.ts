@@ -4,7 +4,9 @@
  * authenticator, back-off, cancel keys, live sessions).
  */
 import net from 'node:net';
+import path from 'node:path';
 import tls from 'node:tls';
+import { AuditWriter } from '../audit/writer.ts';
 import type { WardenConfig } from '../config/index.ts';
 import { ApiKeyAuthenticator, type Authenticator } from '../identity/authenticator.ts';
 import { LoginBackoff } from '../identity/backoff.ts';
@@ -19,13 +21,15 @@ import { loadParser } from '../sql/analysis.ts';
 import { openStore, type Store } from '../store/store.ts';
 import { CancelRegistry } from './cancel.ts';
 import { cancelSession, type ListenerContext, serveClient } from './client.ts';
-import type { Session } from './session.ts';
+import { Session } from './session.ts';
 import { UpstreamError } from './upstream.ts';
 
 export interface WardenServer {
   readonly host: string;
   readonly port: number;
   readonly sessions: ReadonlySet<Session>;
+  /** The audit trail's writer (undefined when audit is off). */
+  readonly audit: AuditWriter | undefined;
   /** Cancels the session owning a key (a CancelRequest routed here from another worker). */
   cancel(processId: number, secret: Buffer): void;
   /** Applies a new config: policy from the next statement on, the rest to new connections. */
@@ -44,16 +48,37 @@ export interface ServerOptions {
   readonly workerId?: number;
   /** Where cancel keys of other workers go. */
   readonly routeCancel?: (processId: number, secret: Buffer) => void;
+  /** false: no audit trail (tests of other concerns); by default the config's. */
+  readonly audit?: false;
+  /** Told when the audit store fails or recovers. */
+  readonly onAuditState?: (state: 'failing' | 'recovered' | 'fatal', error?: string) => void;
 }
 
 export async function startServer(initial: WardenConfig, options: ServerOptions = {}): Promise<WardenServer> {
   let config = initial;
   let tlsSetup = tlsFor(config);
   await loadParser();
+  const chain = options.workerId ? `${config.audit.chain}-w${options.workerId}` : config.audit.chain;
+  const audit =
+    options.audit === false || !config.audit.enabled
+      ? undefined
+      : await AuditWriter.start({
+          store: config.audit.store,
+          chain,
+          redact: config.audit.redactLiterals,
+          onFailure: config.audit.onStoreFailure,
+          spoolFile: path.join(config.dataDir, `audit-spool-${chain}.jsonl`),
+          queueLimit: config.audit.queueLimit,
+          onState: options.onAuditState,
+        });
   const catalogs = new Catalogs();
   const maskingFor = (next: WardenConfig): Masking | undefined => {
     if (!masksAnything(next.masking)) return undefined;
-    return new Masking(new MaskingPolicy(next.masking, maskingKey(next.masking.key, next.dataDir)), catalogs);
+    return new Masking(
+      new MaskingPolicy(next.masking, maskingKey(next.masking.key, next.dataDir)),
+      catalogs,
+      (session, report) => Session.of(session)?.maskedResult(report.columns, report.rows),
+    );
   };
   let masking = options.decide ? undefined : maskingFor(config);
   const engine = options.decide ? undefined : new PolicyEngine(config.policy, undefined, undefined, masking);
@@ -82,6 +107,8 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     },
     sessions,
     nextSessionId: () => ++sessionIds,
+    audit,
+    chain,
   };
   const connections = new Set<net.Socket>();
   const server = net.createServer({ noDelay: true }, (socket) => {
@@ -102,12 +129,21 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     host: address.address,
     port: address.port,
     sessions,
+    audit,
     cancel: (processId, secret) => cancelSession(context, processId, secret),
     reload(next) {
       const nextTls = tlsFor(next);
       config = next;
       tlsSetup = nextTls;
       engine?.setPolicy(next.policy);
+      audit?.record({
+        type: 'config.reload',
+        at: new Date().toISOString(),
+        identity: 'warden',
+        file: next.file,
+        ok: true,
+        error: null,
+      });
       if (engine) {
         masking = maskingFor(next);
         engine.setMasking(masking);
@@ -127,6 +163,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
         for (const socket of connections) socket.destroy();
       }, 200).unref();
       await closed;
+      await audit?.close();
       ownStore?.close();
     },
   };

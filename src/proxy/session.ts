@@ -24,6 +24,8 @@
  * decision's transform must see are framed whole.
  */
 import type { Duplex } from 'node:stream';
+import { StatementTrace } from '../audit/statement.ts';
+import type { AuditSink } from '../audit/writer.ts';
 import type {
   Allow,
   Decide,
@@ -41,7 +43,7 @@ import { writeParse } from '../protocol/postgres/extended.ts';
 import { Framer } from '../protocol/postgres/framer.ts';
 import { Code } from '../protocol/postgres/messages.ts';
 import { Output } from '../protocol/postgres/output.ts';
-import { writeQuery } from '../protocol/postgres/query.ts';
+import { commandTagOf, sqlstateOf, writeQuery } from '../protocol/postgres/query.ts';
 import { Reader } from '../protocol/postgres/reader.ts';
 import { MessageScanner } from '../protocol/postgres/scanner.ts';
 import { Writer } from '../protocol/postgres/writer.ts';
@@ -102,9 +104,18 @@ export interface SessionOptions {
   readonly maxMessageSize: number;
   readonly decide: Decide;
   readonly onClose: (session: Session) => void;
+  /** The audit trail: every statement judged is recorded in it. */
+  readonly audit?: AuditSink;
 }
 
 export class Session {
+  private static readonly byInfo = new WeakMap<SessionInfo, Session>();
+
+  /** The live session of a SessionInfo (what decisions and their transforms know a session by). */
+  static of(info: SessionInfo): Session | undefined {
+    return Session.byInfo.get(info);
+  }
+
   private readonly framer: Framer;
   private readonly scanner = new MessageScanner();
   private readonly responses = new ResponseTracker();
@@ -149,6 +160,10 @@ export class Session {
   /** Where the slow path writes a chunk's messages (kept for the next chunk once the socket is done with it). */
   private readonly output = new Output();
   private closed = false;
+  /** Statements judged (run or refused): for the connection's audit record. */
+  statementCount = 0;
+  /** The refusal the audit trail itself gave: such a statement cannot be recorded in it. */
+  private auditRefused: Deny | undefined;
   /** Reading paused on one side until the other side's write buffer drains (one listener each). */
   private clientHeld = false;
   private serverHeld = false;
@@ -167,6 +182,7 @@ export class Session {
   ) {
     this.framer = new Framer(options.maxMessageSize);
     this.framer.typed = true;
+    Session.byInfo.set(info, this);
     this.searchPath = info.searchPath;
     this.serverFramer.typed = true;
   }
@@ -235,7 +251,12 @@ export class Session {
         if (refusal) return this.refuse(refusal, Expect.Query);
         this.forward(buffer, start, end);
         const entry = this.expectation(Expect.Query, decision);
-        this.responses.sent(effects ? { ...entry, settled: (ok) => this.settleEffects(effects, ok) } : entry);
+        this.responses.sent(
+          this.traced(
+            effects ? { ...entry, settled: (ok) => this.settleEffects(effects, ok) } : entry,
+            decision,
+          ),
+        );
         return;
       }
       case Code.Parse: {
@@ -291,11 +312,15 @@ export class Session {
         this.forward(buffer, start, end);
         const { transform } = decision;
         this.responses.sent(
-          this.expectation(
-            Expect.Execute,
-            transform && !bound.described
-              ? { ...decision, transform: this.primed(bound, transform) }
-              : decision,
+          this.traced(
+            this.expectation(
+              Expect.Execute,
+              transform && !bound.described
+                ? { ...decision, transform: this.primed(bound, transform) }
+                : decision,
+            ),
+            decision,
+            'execute',
           ),
         );
         return;
@@ -305,7 +330,7 @@ export class Session {
         const decision = this.judge('function-call', undefined, undefined, functionOid);
         if (decision.action === 'deny') return this.refuse(decision, Expect.FunctionCall);
         this.forward(buffer, start, end);
-        this.responses.sent(this.expectation(Expect.FunctionCall, decision));
+        this.responses.sent(this.traced(this.expectation(Expect.FunctionCall, decision), decision));
         return;
       }
       case Code.Close: {
@@ -417,6 +442,11 @@ export class Session {
     name: string | undefined,
     functionOid?: number,
   ): Decision {
+    const refusal = this.options.audit?.refusal;
+    if (refusal) {
+      this.auditRefused = this.error(source, sql, refusal);
+      return this.auditRefused;
+    }
     const context: DecisionContext = {
       session: this.info,
       source,
@@ -454,6 +484,34 @@ export class Session {
       sql,
       ...details,
     };
+  }
+
+  /** The entry of a statement that runs, with what audit gathers while it is answered. */
+  private traced(entry: Expected, decision: Allow, source = decision.source): Expected {
+    const audit = this.options.audit;
+    this.statementCount++;
+    if (audit === undefined) return entry;
+    const trace = new StatementTrace(decision, source);
+    const { settled } = entry;
+    return {
+      ...entry,
+      trace,
+      settled: (ok) => {
+        settled?.(ok);
+        audit.record(trace.run(this.info, ok));
+      },
+    };
+  }
+
+  /** A CommandComplete or ErrorResponse for a statement audit traces. */
+  private traceReply(trace: StatementTrace, type: number, body: Buffer): void {
+    if (type === Code.CommandComplete) trace.commandComplete(commandTagOf(body));
+    else trace.failed(sqlstateOf(body) ?? 'XX000');
+  }
+
+  /** Masking reports what it masked in the result now streaming: the oldest unanswered statement's. */
+  maskedResult(columns: readonly string[], rows: number): void {
+    this.responses.head?.trace?.maskedResult(columns, rows);
   }
 
   private expectation(kind: Expect, decision: Allow): Expected {
@@ -511,6 +569,10 @@ export class Session {
    */
   private refuse(decision: Deny, kind: Expect, parseName?: string): void {
     this.flushRun();
+    this.statementCount++;
+    const audit = this.options.audit;
+    if (audit && decision !== this.auditRefused)
+      audit.record(new StatementTrace(decision).run(this.info, false));
     const frame = errorResponse('ERROR', decision);
     const transform: ResultTransform = {
       message: (type, original) => (type === Code.ErrorResponse ? frame : original),
@@ -695,6 +757,10 @@ export class Session {
   }
 
   private readonly onServerMessageEnd = (type: number, _end: number, firstByte: number): boolean => {
+    if (type === Code.CommandComplete || type === Code.ErrorResponse) {
+      const trace = this.responses.head?.trace;
+      if (trace) this.traceReply(trace, type, this.scanner.lastBody());
+    }
     this.received(type, firstByte);
     return this.responses.head?.transform !== undefined;
   };
@@ -725,6 +791,10 @@ export class Session {
         if (type === Code.DataRow && transform?.dataRow) {
           transform.dataRow(buffer, start, end, out);
           return;
+        }
+        if (type === Code.CommandComplete || type === Code.ErrorResponse) {
+          const trace = this.responses.head?.trace;
+          if (trace) this.traceReply(trace, type, buffer.subarray(bodyStart, end));
         }
         if (transform) {
           // Frames are views of the chunk (or of a joined copy), which nothing reuses: no copy needed.

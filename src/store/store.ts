@@ -31,6 +31,43 @@ const MIGRATIONS: readonly string[] = [
      revoked_at TEXT
    );
    CREATE INDEX api_keys_identity ON api_keys (identity) WHERE revoked_at IS NULL;`,
+  // The audit trail (src/store/sqlite-audit.ts): events in hash chains, and the table-access index.
+  `CREATE TABLE audit_events (
+     chain    TEXT NOT NULL,
+     seq      INTEGER NOT NULL,
+     at       TEXT NOT NULL,
+     type     TEXT NOT NULL,
+     identity TEXT NOT NULL,
+     pipeline TEXT,
+     target   TEXT,
+     tables   TEXT,
+     body     TEXT NOT NULL,
+     hash     TEXT NOT NULL,
+     PRIMARY KEY (chain, seq)
+   );
+   CREATE INDEX audit_events_at ON audit_events (at);
+   CREATE INDEX audit_events_identity ON audit_events (identity, at);
+   CREATE INDEX audit_events_pipeline ON audit_events (pipeline, at) WHERE pipeline IS NOT NULL;
+   CREATE TABLE audit_anchors (
+     chain TEXT PRIMARY KEY,
+     seq   INTEGER NOT NULL,
+     hash  TEXT NOT NULL
+   );
+   CREATE TABLE table_access (
+     bucket     TEXT NOT NULL,
+     identity   TEXT NOT NULL,
+     pipeline   TEXT NOT NULL,
+     target     TEXT NOT NULL,
+     table_name TEXT NOT NULL,
+     operation  TEXT NOT NULL,
+     first_seen TEXT NOT NULL,
+     last_seen  TEXT NOT NULL,
+     statements INTEGER NOT NULL,
+     rows       INTEGER NOT NULL,
+     masked     TEXT NOT NULL,
+     PRIMARY KEY (bucket, identity, pipeline, target, table_name, operation)
+   );
+   CREATE INDEX table_access_table ON table_access (table_name, bucket);`,
 ];
 
 export class StoreError extends Error {
@@ -63,9 +100,11 @@ function migrate(db: Db): void {
     );
   }
   for (let version = current; version < MIGRATIONS.length; version++) {
+    // Immediate: several processes (workers, the audit thread) may open the store at once.
     db.transaction(() => {
+      if ((db.pragma('user_version', { simple: true }) as number) !== version) return;
       db.exec(MIGRATIONS[version]!);
       db.pragma(`user_version = ${version + 1}`);
-    })();
+    }).immediate();
   }
 }

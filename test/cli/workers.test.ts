@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { WORKER_ID_ENV } from '../../src/proxy/workers.ts';
 import {
   createTestDatabase,
   findTestServer,
@@ -138,7 +139,18 @@ targets:
   });
 
   it('starts a worker again when it dies, and keeps serving', async () => {
-    const children = (await run('pgrep', ['-P', String(primary!.pid)])).stdout.trim().split('\n').map(Number);
+    // The workers are the children with a worker id (tsx may run an esbuild child in the primary too).
+    const children = (await run('pgrep', ['-P', String(primary!.pid)])).stdout
+      .trim()
+      .split('\n')
+      .map(Number)
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/environ`, 'latin1').includes(`${WORKER_ID_ENV}=`);
+        } catch {
+          return false;
+        }
+      });
     assert.equal(children.length, 2);
     process.kill(children[0]!, 'SIGKILL');
     await waitForOutput(/worker \d exited \(SIGKILL\); starting it again/, 'the restart');

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig, parseConfig } from '../../src/config/index.ts';
@@ -112,6 +113,15 @@ describe('loading a config', () => {
         ],
         policy: { defaults: {}, guardrails: {}, allowedFunctions: [], rules: [] },
         masking: NO_MASKING,
+        audit: {
+          enabled: true,
+          store: { kind: 'sqlite', dataDir: path.join(dir, 'data') },
+          chain: hostname(),
+          redactLiterals: true,
+          onStoreFailure: 'deny',
+          queueLimit: 100_000,
+          retentionDays: undefined,
+        },
         warnings: [
           `${file}:36:5 targets[1]: nobody may connect to target "reports" (access is empty); add access.identities, access.groups or access.kinds`,
         ],

@@ -200,3 +200,22 @@ export function parseFunctionCallResponse(r: Reader): FunctionCallResponse {
 export function writeFunctionCallResponse(w: Writer, m: FunctionCallResponse): Writer {
   return w.begin(Code.FunctionCallResponse).nullableBytes(m.value).end();
 }
+
+/** A CommandComplete's tag, from a body that may be cut short (see MessageScanner.lastBody). */
+export function commandTagOf(body: Buffer): string {
+  const end = body.indexOf(0);
+  return body.toString('utf8', 0, end < 0 ? body.length : end);
+}
+
+/** An ErrorResponse's SQLSTATE (field C), from a body that may be cut short; undefined if not in it. */
+export function sqlstateOf(body: Buffer): string | undefined {
+  let at = 0;
+  while (at < body.length && body[at] !== 0) {
+    const code = body[at]!;
+    const end = body.indexOf(0, at + 1);
+    if (end < 0) return undefined;
+    if (code === 0x43 /* C */) return body.toString('latin1', at + 1, end);
+    at = end + 1;
+  }
+  return undefined;
+}

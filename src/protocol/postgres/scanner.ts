@@ -10,6 +10,11 @@ import { ProtocolViolation } from './errors.ts';
  */
 export type MessageEndHandler = (type: number, end: number, firstByte: number) => boolean | undefined;
 
+/** Message types whose bodies `lastBody` keeps when split across chunks: CommandComplete, ErrorResponse. */
+const KEPT_TYPES = new Set([0x43, 0x45]);
+/** Enough of a body for a command tag or an error's leading fields (severity, SQLSTATE). */
+const KEPT_BYTES = 512;
+
 export class MessageScanner {
   private headerFill = 0; // bytes of the 5-byte header seen so far (split headers)
   private readonly header = Buffer.alloc(5);
@@ -17,6 +22,13 @@ export class MessageScanner {
   private bodyLeft = 0; // body bytes still to come for the current message
   private firstByte = -1;
   private bodyLength = 0;
+  // Where the body of the message just ended is: in the chunk being scanned, or (split) in `kept`.
+  private chunk: Buffer | undefined;
+  private lastStart = 0;
+  private lastEnd = 0;
+  private keeping = false;
+  private kept: Buffer | undefined;
+  private keptLength = 0;
 
   /** True when the stream is between two messages: a synthetic message may be inserted here. */
   get atBoundary(): boolean {
@@ -30,13 +42,18 @@ export class MessageScanner {
   scan(chunk: Buffer, onEnd: MessageEndHandler, start = 0): number {
     const n = chunk.length;
     let i = start;
+    this.chunk = chunk;
     while (i < n) {
       if (this.bodyLeft > 0) {
         if (this.firstByte < 0 && this.bodyLeft === this.bodyLength) this.firstByte = chunk[i]!;
         const take = Math.min(this.bodyLeft, n - i);
+        if (this.keeping) this.keep(chunk, i, take);
         this.bodyLeft -= take;
         i += take;
-        if (this.bodyLeft === 0 && onEnd(this.type, i, this.firstByte) === true) return i;
+        if (this.bodyLeft === 0) {
+          this.lastStart = -1;
+          if (onEnd(this.type, i, this.firstByte) === true) return i;
+        }
         continue;
       }
       if (this.headerFill === 0 && n - i >= 5) {
@@ -48,6 +65,8 @@ export class MessageScanner {
         const end = i + 1 + length;
         if (end <= n) {
           const first = length > 4 ? chunk[i + 5]! : -1;
+          this.lastStart = i + 5;
+          this.lastEnd = end;
           i = end;
           if (onEnd(type, end, first) === true) return i;
           continue;
@@ -65,10 +84,30 @@ export class MessageScanner {
         if (length < 4)
           throw new ProtocolViolation(`server sent message ${describeType(type)} with length ${length}`);
         if (length > 4) this.begin(type, length - 4);
-        else if (onEnd(type, i, -1) === true) return i;
+        else {
+          this.lastStart = this.lastEnd = 0;
+          if (onEnd(type, i, -1) === true) return i;
+        }
       }
     }
     return n;
+  }
+
+  /**
+   * The body of the message `onEnd` was just called for, while in that call:
+   * whole for messages within one chunk; for a CommandComplete or
+   * ErrorResponse split across chunks, its first 512 bytes; else empty.
+   */
+  lastBody(): Buffer {
+    if (this.lastStart >= 0) return this.chunk!.subarray(this.lastStart, this.lastEnd);
+    return this.keeping ? this.kept!.subarray(0, this.keptLength) : Buffer.alloc(0);
+  }
+
+  private keep(chunk: Buffer, at: number, length: number): void {
+    const take = Math.min(length, KEPT_BYTES - this.keptLength);
+    if (take <= 0) return;
+    chunk.copy(this.kept!, this.keptLength, at, at + take);
+    this.keptLength += take;
   }
 
   private begin(type: number, bodyLength: number): void {
@@ -76,5 +115,10 @@ export class MessageScanner {
     this.bodyLeft = bodyLength;
     this.bodyLength = bodyLength;
     this.firstByte = -1;
+    this.keeping = KEPT_TYPES.has(type);
+    if (this.keeping) {
+      this.kept ??= Buffer.alloc(KEPT_BYTES);
+      this.keptLength = 0;
+    }
   }
 }

@@ -1,0 +1,107 @@
+/**
+ * `npm run bench:audit`: how many audit events a second the writer commits
+ * (goal: at least 50k/s on the embedded SQLite store). Statement events as a
+ * session makes them (a SELECT with literals, a table, a decision with a
+ * matched rule) are recorded as fast as the loop allows, in bursts the size
+ * of a busy second, and the clock stops when the last is committed: the
+ * worker thread redacts, chains, hashes and writes them in group commits.
+ *
+ *   npm run bench:audit                 (BENCH_AUDIT_EVENTS=200000, BENCH_ROUNDS=3)
+ *   BENCH_AUDIT_PG=postgres://postgres@127.0.0.1:5432/test npm run bench:audit   (also the PostgreSQL store)
+ *
+ * Statement throughput with audit on and off is in `npm run bench -- --paths direct,warden,warden-noaudit`.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { StatementRun } from '../src/audit/statement.ts';
+import { AuditWriter } from '../src/audit/writer.ts';
+import type { StoreSpec } from '../src/store/open-audit.ts';
+
+const EVENTS = Number(process.env.BENCH_AUDIT_EVENTS ?? 200_000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const BURST = 20_000;
+
+function statement(i: number): StatementRun {
+  return {
+    type: 'statement',
+    atMs: Date.now(),
+    identity: 'bench',
+    session: `bench/${i % 64}`,
+    target: 'shop',
+    sessionPipeline: 'nightly_etl',
+    pipelineFixed: false,
+    applicationName: 'pgbench',
+    source: 'query',
+    sql: `SELECT abalance FROM pgbench_accounts WHERE aid = ${i} AND note = 'x${i}'`,
+    fingerprint: '5d5e0f6a0f0b4a2c',
+    kinds: ['read'],
+    tables: [{ table: 'pgbench_accounts', operation: 'select' }],
+    decision: 'allow',
+    rule: 'readers',
+    matched: [{ rule: 'readers', action: 'allow' }],
+    outcome: 'ok',
+    sqlstate: null,
+    rows: 1,
+    masked: [],
+    maskedRows: 0,
+    durationMs: 0.123,
+  };
+}
+
+async function round(store: StoreSpec, dir: string): Promise<{ perSecond: number; mainUs: number }> {
+  const writer = await AuditWriter.start({
+    store,
+    chain: `bench-${process.pid}-${Date.now()}`,
+    redact: true,
+    onFailure: 'deny',
+    spoolFile: path.join(dir, 'spool.jsonl'),
+    queueLimit: EVENTS + 1,
+  });
+  const started = performance.now();
+  let mainMicros = 0;
+  for (let i = 0; i < EVENTS; i += BURST) {
+    const burstCpu = process.cpuUsage();
+    for (let j = i; j < Math.min(EVENTS, i + BURST); j++) writer.record(statement(j));
+    const spent = process.cpuUsage(burstCpu);
+    mainMicros += spent.user + spent.system;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await writer.flush();
+  const seconds = (performance.now() - started) / 1000;
+  await writer.close();
+  return { perSecond: EVENTS / seconds, mainUs: mainMicros / EVENTS };
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+const stores: [string, StoreSpec | undefined][] = [
+  ['sqlite', undefined],
+  [
+    'postgres',
+    process.env.BENCH_AUDIT_PG ? { kind: 'postgres', url: process.env.BENCH_AUDIT_PG } : undefined,
+  ],
+];
+process.stdout.write(
+  `Audit writer: ${EVENTS} statement events per round, ${ROUNDS} rounds, ${os.cpus().length} cores, node ${process.version}\n`,
+);
+for (const [name, given] of stores) {
+  if (name === 'postgres' && given === undefined) {
+    process.stdout.write('postgres: skipped (set BENCH_AUDIT_PG to a database URL to run it)\n');
+    continue;
+  }
+  const results: { perSecond: number; mainUs: number }[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'warden-audit-bench-'));
+    try {
+      results.push(await round(given ?? { kind: 'sqlite', dataDir: dir }, dir));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  process.stdout.write(
+    `${name.padEnd(9)} ${Math.round(median(results.map((r) => r.perSecond)))} events/s committed (median; rounds: ${results
+      .map((r) => Math.round(r.perSecond))
+      .join(', ')}); event loop cost ${median(results.map((r) => r.mainUs)).toFixed(2)} µs/event to record\n`,
+  );
+}
