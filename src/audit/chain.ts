@@ -9,14 +9,14 @@
  * the whole chain was rewritten with new hashes: signed checkpoints (a later
  * step) are what answer those.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { AuditRecord } from '../store/audit.ts';
 
 /** The hash before a chain's first event. */
 export const GENESIS = '0'.repeat(64);
 
 export function linkHash(previous: string, body: string): string {
-  return createHash('sha256').update(previous).update('\n').update(body).digest('hex');
+  return hash('sha256', `${previous}\n${body}`);
 }
 
 export type ProblemKind = 'edited' | 'deleted' | 'reordered';
@@ -82,6 +82,17 @@ export class ChainVerifier {
           `event ${record.seq}'s ${field} column differs from the hashed event`,
         );
       }
+    }
+    // And the tables a search by table reads, or an edit there could hide a statement from it.
+    const tables = Array.isArray(body.tables)
+      ? [...new Set((body.tables as { table?: unknown }[]).map((t) => String(t.table)))]
+      : [];
+    if (tables.join('\u0000') !== record.tables.join('\u0000')) {
+      return this.fail(
+        record.seq,
+        'edited',
+        `event ${record.seq}'s tables column differs from the hashed event`,
+      );
     }
     if (linkHash(this.previous, record.body) !== record.hash) {
       return this.fail(

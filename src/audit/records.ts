@@ -4,7 +4,7 @@
  */
 import type { AccessDelta, AuditRecord, ChainHead } from '../store/audit.ts';
 import { GENESIS, linkHash } from './chain.ts';
-import { type AuditEvent, canonicalJson, pipelineOf, targetOf } from './events.ts';
+import { type AuditEvent, chainedJson, pipelineOf, targetOf } from './events.ts';
 
 export class ChainAppender {
   private head: ChainHead;
@@ -27,7 +27,7 @@ export class ChainAppender {
     let { seq, hash } = this.head;
     for (const event of events) {
       seq++;
-      const body = canonicalJson({ ...event, chain: this.chain, seq });
+      const body = chainedJson(event, this.chain, seq);
       hash = linkHash(hash, body);
       const tables = event.type === 'statement' ? event.tables.map((t) => t.table) : [];
       records.push({
@@ -42,7 +42,8 @@ export class ChainAppender {
         body,
         hash,
       });
-      if (event.type === 'statement' && event.outcome !== 'not-run') {
+      // A refused statement touched nothing; one the server skipped did not run.
+      if (event.type === 'statement' && event.decision === 'allow' && event.outcome !== 'not-run') {
         for (const { table, operation } of event.tables) {
           const bucket = `${event.at.slice(0, 13)}:00:00.000Z`;
           const pipeline = event.pipeline ?? '';

@@ -4,7 +4,7 @@
  * only; turning it into an event (redacting literals, reading sqlcommenter
  * tags, naming the pipeline) happens in the audit worker thread.
  */
-import type { Decision, SessionInfo, StatementSource } from '../policy/decision.ts';
+import type { Decision, MatchedRule, SessionInfo, StatementSource } from '../policy/decision.ts';
 import { sqlcommenterTags } from '../policy/rules.ts';
 import type { StatementAnalysis } from '../sql/analysis.ts';
 import { shapeOf } from '../sql/shape.ts';
@@ -25,15 +25,32 @@ export interface StatementRun extends Omit<StatementEvent, 'text' | 'tags' | 'pi
 export const PIPELINE_TAG = 'pipeline';
 
 export function statementEvent(run: StatementRun, redact: boolean): StatementEvent {
-  const { sql, sessionPipeline, pipelineFixed, atMs, ...rest } = run;
+  const { sql } = run;
   const tags = sql?.includes('/*') ? Object.fromEntries(sqlcommenterTags(sql)) : {};
   const tagged = tags[PIPELINE_TAG];
   return {
-    ...rest,
-    at: new Date(atMs).toISOString(),
-    text: sql === null ? null : redact ? (redacted(sql) ?? null) : sql,
+    type: 'statement',
+    at: new Date(run.atMs).toISOString(),
+    identity: run.identity,
+    session: run.session,
+    target: run.target,
+    pipeline: !run.pipelineFixed && tagged ? tagged : run.sessionPipeline,
+    applicationName: run.applicationName,
     tags,
-    pipeline: !pipelineFixed && tagged ? tagged : sessionPipeline,
+    source: run.source,
+    text: sql === null ? null : redact ? (redacted(sql) ?? null) : sql,
+    fingerprint: run.fingerprint,
+    kinds: run.kinds,
+    tables: run.tables,
+    decision: run.decision,
+    rule: run.rule,
+    matched: run.matched,
+    outcome: run.outcome,
+    sqlstate: run.sqlstate,
+    rows: run.rows,
+    masked: run.masked,
+    maskedRows: run.maskedRows,
+    durationMs: run.durationMs,
   };
 }
 
@@ -152,15 +169,29 @@ export class StatementTrace {
       tables: access.tables,
       decision: decision.action,
       rule: decision.rule ?? null,
-      matched: (decision.matched ?? []).map(({ rule, action }) => ({ rule, action })),
+      matched: decision.matched ? matchedOf(decision.matched) : NO_MATCHES,
       outcome: refused || this.sqlstate !== null ? 'error' : ok ? 'ok' : 'not-run',
       sqlstate: refused ? decision.sqlstate : this.sqlstate,
       rows: this.rows,
-      masked: this.masked ?? [],
+      masked: this.masked ?? NO_MASKED,
       maskedRows: this.maskedRows,
       durationMs: Math.round((performance.now() - this.started) * 1000) / 1000,
     };
   }
 }
 
+// Shared, not made per statement: a batch of events carries each of these once to the audit thread.
 const NO_ACCESS = { kinds: [], tables: [] } as const;
+const NO_MATCHES: StatementEvent['matched'] = [];
+const NO_MASKED: readonly string[] = [];
+const MATCHED = new WeakMap<readonly MatchedRule[], StatementEvent['matched']>();
+
+/** Rule and action of each matched rule (the reasons stay out of the trail: they quote the SQL). */
+function matchedOf(matched: readonly MatchedRule[]): StatementEvent['matched'] {
+  let out = MATCHED.get(matched);
+  if (out === undefined) {
+    out = matched.map(({ rule, action }) => ({ rule, action }));
+    MATCHED.set(matched, out);
+  }
+  return out;
+}

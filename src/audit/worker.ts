@@ -27,6 +27,8 @@ export interface WorkerSettings {
   readonly onFailure: 'deny' | 'spool';
   readonly spoolFile: string;
   readonly retryMs: number;
+  /** Events older than this many days are deleted (each chain keeps an anchor to verify from). */
+  readonly retentionDays: number | undefined;
 }
 
 /** Main thread → worker. */
@@ -76,7 +78,24 @@ async function start(): Promise<void> {
     await replay();
   }
   send({ type: 'ready', seq: chain.seq });
+  if (settings.retentionDays !== undefined) {
+    const prune = () => {
+      const before = new Date(Date.now() - settings.retentionDays! * DAY_MS).toISOString();
+      work = work.then(() =>
+        store.prune(before).then(
+          () => {},
+          () => {},
+        ),
+      );
+    };
+    prune();
+    pruning = setInterval(prune, PRUNE_INTERVAL_MS);
+  }
 }
+
+const DAY_MS = 86_400_000;
+const PRUNE_INTERVAL_MS = 3_600_000;
+let pruning: NodeJS.Timeout | undefined;
 
 async function onBatch(events: readonly (AuditEvent | StatementRun)[]): Promise<void> {
   const chained = chain.append(
@@ -173,6 +192,7 @@ async function replay(): Promise<void> {
 
 async function close(): Promise<void> {
   clearTimeout(retry);
+  clearInterval(pruning);
   // The store is still down: what waits in memory goes to the spool, replayed at the next start.
   for (const batch of waiting.splice(0)) spool(batch);
   await store.close();

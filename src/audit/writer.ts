@@ -40,6 +40,7 @@ export interface AuditWriterOptions {
   /** How long events gather before a batch goes (when none is in flight). */
   readonly flushMs?: number;
   readonly retryMs?: number;
+  readonly retentionDays?: number;
   /** Told when the store starts failing or recovers: for logs. */
   readonly onState?: (state: 'failing' | 'recovered' | 'fatal', error?: string) => void;
 }
@@ -85,6 +86,7 @@ export class AuditWriter implements AuditSink {
       onFailure: options.onFailure,
       spoolFile: options.spoolFile,
       retryMs: options.retryMs ?? 1_000,
+      retentionDays: options.retentionDays,
     };
     const worker = new Worker(BOOTSTRAP, { eval: true, workerData: { settings, entry: WORKER_URL } });
     const writer = new AuditWriter(worker, options);
@@ -154,7 +156,7 @@ export class AuditWriter implements AuditSink {
     this.pending.push(event);
     this.recorded++;
     if (this.timer === undefined && this.inFlight === 0) {
-      this.timer = setTimeout(this.send, this.options.flushMs ?? 5);
+      this.timer = setTimeout(this.send, this.options.flushMs ?? FLUSH_MS);
       this.timer.unref();
     }
   }
@@ -236,6 +238,9 @@ export class AuditWriter implements AuditSink {
     this.closedResolve?.();
   }
 }
+
+/** How long events gather before a batch goes: fewer, bigger commits cost the store less per event. */
+const FLUSH_MS = 20;
 
 /** The worker's entry, in TypeScript: loaded through tsx's loader, registered in the thread first. */
 const WORKER_URL = new URL('./worker.ts', import.meta.url).href;

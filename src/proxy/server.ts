@@ -69,6 +69,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
           onFailure: config.audit.onStoreFailure,
           spoolFile: path.join(config.dataDir, `audit-spool-${chain}.jsonl`),
           queueLimit: config.audit.queueLimit,
+          retentionDays: config.audit.retentionDays,
           onState: options.onAuditState,
         });
   const catalogs = new Catalogs();
