@@ -7,11 +7,12 @@ import {
   type WardenConfig,
   watchConfig,
 } from '../config/index.ts';
-import { createApiKey, listApiKeys, revokeApiKey } from '../identity/keys.ts';
+import { type CreatedKey, createApiKey, listApiKeys, revokeApiKey } from '../identity/keys.ts';
 import { discover, MAX_SAMPLE_ROWS, proposalYaml } from '../masking/discover.ts';
 import { startServer } from '../proxy/server.ts';
 import { currentWorkerId, runPrimary, workerChannel } from '../proxy/workers.ts';
-import { openStore } from '../store/store.ts';
+import { openStore, StoreError } from '../store/store.ts';
+import { recordAdminEvent } from './audit.ts';
 import { UsageError } from './errors.ts';
 
 const out = (text: string) => process.stdout.write(`${text}\n`);
@@ -86,13 +87,28 @@ export async function keyCreateCommand(options: {
     );
   }
   const store = openStore(config.dataDir);
+  let key: CreatedKey;
   try {
-    const key = createApiKey(store, identity.name, options.label);
-    err(`created key ${key.keyId} for ${identity.kind} "${identity.name}". It is shown only this once:`);
-    out(key.secret);
+    key = createApiKey(store, identity.name, options.label);
   } finally {
     store.close();
   }
+  // Recorded before the secret is shown: a key the trail does not know of is revoked, its secret never printed.
+  try {
+    await recordAdminEvent(config, { type: 'key.create', subject: identity.name, keyId: key.keyId });
+  } catch (error) {
+    const again = openStore(config.dataDir);
+    try {
+      revokeApiKey(again, key.keyId);
+    } finally {
+      again.close();
+    }
+    throw new StoreError(
+      `${(error as Error).message}; key ${key.keyId} was revoked at once and its secret not shown: create it once the audit store works`,
+    );
+  }
+  err(`created key ${key.keyId} for ${identity.kind} "${identity.name}". It is shown only this once:`);
+  out(key.secret);
 }
 
 export async function keyListCommand(options: { config: string; identity?: string }): Promise<void> {
@@ -117,13 +133,21 @@ export async function keyListCommand(options: { config: string; identity?: strin
 export async function keyRevokeCommand(keyId: string, file: string): Promise<void> {
   const config = await loadConfig(file);
   const store = openStore(config.dataDir);
+  let subject: string;
   try {
+    subject = listApiKeys(store).find((key) => key.keyId === keyId && key.revokedAt === null)?.identity ?? '';
     if (!revokeApiKey(store, keyId)) {
       throw new UsageError(`no active key with id "${keyId}" (see \`warden key list --config ${file}\`)`);
     }
     out(`revoked key ${keyId}`);
   } finally {
     store.close();
+  }
+  // The revocation stands even when the trail cannot record it; the exit code says it was not recorded.
+  try {
+    await recordAdminEvent(config, { type: 'key.revoke', subject, keyId });
+  } catch (error) {
+    throw new StoreError(`key ${keyId} is revoked, but ${(error as Error).message}`);
   }
 }
 

@@ -2,11 +2,20 @@
  * The `warden` command. Each subcommand is a small function; errors a
  * person can act on are printed without a stack and exit non-zero.
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, formatConfigError } from '../config/index.ts';
 import { DEFAULT_SAMPLE_ROWS } from '../masking/discover.ts';
 import { UpstreamError } from '../proxy/upstream.ts';
 import { StoreError } from '../store/store.ts';
+import {
+  accessCommand,
+  auditExportCommand,
+  auditSearchCommand,
+  auditTailCommand,
+  auditVerifyCommand,
+  CSV_COLUMNS,
+  EVENT_TYPES,
+} from './audit.ts';
 import {
   checkConfigCommand,
   discoverCommand,
@@ -107,6 +116,86 @@ Exit codes: 0 every case passed, 1 some case failed, 2 bad usage, config or case
     const { failed } = await policyTestCommand(cases, options);
     process.exitCode = failed === 0 ? EXIT.ok : EXIT.failure;
   });
+
+const TIME_HELP = 'an ISO 8601 time (2024-05-01T09:00:00Z) or a time ago (30m, 2h, 7d)';
+
+/** The filters search and export share. */
+function eventFilters(command: Command): Command {
+  return command
+    .requiredOption('-c, --config <file>', 'path to warden.yaml')
+    .option('-i, --identity <name>', 'only events of this identity (or operator, or claimed login name)')
+    .option('-p, --pipeline <name>', 'only events of this pipeline')
+    .option('--table <name>', 'only statements on this table (a bare name matches it in any schema)')
+    .option('-t, --target <name>', 'only events on this target')
+    .addOption(new Option('--type <type>', 'only events of this type').choices(EVENT_TYPES))
+    .option('--since <time>', `only events at or after this time: ${TIME_HELP}`)
+    .option('--until <time>', `only events before this time: ${TIME_HELP}`);
+}
+
+const audit = program
+  .command('audit')
+  .description('check and read the audit trail: who ran what, when, and what Warden decided');
+audit
+  .command('verify')
+  .description('check every hash chain of the trail for edited, deleted or reordered events')
+  .requiredOption('-c, --config <file>', 'path to warden.yaml')
+  .addHelpText(
+    'after',
+    '\nExit codes: 0 every chain verified, 1 some chain has a problem, 2 bad usage or config.',
+  )
+  .action(async (options: { config: string }) => {
+    const { problems } = await auditVerifyCommand(options);
+    process.exitCode = problems === 0 ? EXIT.ok : EXIT.failure;
+  });
+eventFilters(
+  audit
+    .command('search')
+    .description(
+      'print the events that match, oldest first: at, chain#seq, type, identity, pipeline, summary',
+    ),
+)
+  .option('-l, --limit <count>', 'print at most this many events', '100')
+  .option('--json', "print each event's stored JSON (what its hash covers), one per line")
+  .action(async (options: Parameters<typeof auditSearchCommand>[0]) => auditSearchCommand(options));
+eventFilters(
+  audit
+    .command('export')
+    .description('write every matching event, oldest first, as JSON lines or CSV, streaming (no limit)'),
+)
+  .addOption(
+    new Option('-f, --format <format>', 'jsonl: the stored JSON plus its hash; csv: one row per event')
+      .choices(['jsonl', 'csv'])
+      .makeOptionMandatory(),
+  )
+  .addHelpText(
+    'after',
+    `
+CSV columns: ${CSV_COLUMNS.join(',')}
+(decision to text are set for statements only; masked columns are separated by ;)`,
+  )
+  .action(async (options: Parameters<typeof auditExportCommand>[0]) => auditExportCommand(options));
+audit
+  .command('tail')
+  .description('print the newest events; with --follow, keep printing new ones until Ctrl-C')
+  .requiredOption('-c, --config <file>', 'path to warden.yaml')
+  .option('-n, --lines <count>', 'how many of the newest events to print', '20')
+  .option('-f, --follow', 'then print events as they are recorded, until SIGINT or SIGTERM')
+  .action(async (options: { config: string; lines: string; follow?: boolean }) => auditTailCommand(options));
+
+program
+  .command('access')
+  .description(
+    'who touched a table: identities, pipelines and operations on it, with first and last time, statements, rows and masked columns',
+  )
+  .requiredOption('--table <name>', 'the table (a bare name matches it in any schema)')
+  .requiredOption('-c, --config <file>', 'path to warden.yaml')
+  .option('-i, --identity <name>', 'only this identity')
+  .option('-p, --pipeline <name>', 'only this pipeline')
+  .option('-t, --target <name>', 'only this target')
+  .option('--since <time>', `only access at or after this time (to the hour): ${TIME_HELP}`)
+  .option('--until <time>', `only access before this time (to the hour): ${TIME_HELP}`)
+  .option('--json', 'print a JSON array instead')
+  .action(async (options: Parameters<typeof accessCommand>[0]) => accessCommand(options));
 
 program
   .command('discover')
