@@ -149,13 +149,7 @@ export class SqliteAuditStore implements AuditStore {
   }
 
   async access(query: AccessQuery): Promise<AccessRow[]> {
-    const conditions: string[] = [];
-    const params: string[] = [];
-    const add = (condition: string, value: string | undefined) => {
-      if (value === undefined) return;
-      conditions.push(condition);
-      params.push(value);
-    };
+    const { conditions, params, add } = filters();
     // A bare name matches the table in any schema.
     add("(table_name = ? OR substr(table_name, -length(?) - 1) = '.' || ?)", query.table);
     if (query.table !== undefined) params.push(query.table, query.table);
@@ -215,7 +209,8 @@ export class SqliteAuditStore implements AuditStore {
   }
 }
 
-function eventFilter(query: EventQuery): { where: string; params: string[] } {
+/** SQL conditions and their parameters, for the filters a query sets. */
+function filters() {
   const conditions: string[] = [];
   const params: string[] = [];
   const add = (condition: string, value: string | undefined) => {
@@ -223,6 +218,11 @@ function eventFilter(query: EventQuery): { where: string; params: string[] } {
     conditions.push(condition);
     params.push(value);
   };
+  return { conditions, params, add };
+}
+
+function eventFilter(query: EventQuery): { where: string; params: string[] } {
+  const { conditions, params, add } = filters();
   add('identity = ?', query.identity);
   add('pipeline = ?', query.pipeline);
   add('target = ?', query.target);
