@@ -54,6 +54,8 @@ export interface AuditStats {
   /** Age of the oldest event not yet safe, in ms (0 when none). */
   readonly lagMs: number;
   readonly failing: boolean;
+  /** Events not kept because the queue held twice its limit (only possible while statements are refused). */
+  readonly dropped: number;
 }
 
 export class AuditWriter implements AuditSink {
@@ -63,6 +65,7 @@ export class AuditWriter implements AuditSink {
   private recorded = 0;
   private committed = 0;
   private spooled = 0;
+  private dropped = 0;
   private failing: string | undefined;
   private fatal: string | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -145,11 +148,18 @@ export class AuditWriter implements AuditSink {
       queued,
       lagMs: queued > 0 && this.oldest.length > 0 ? Date.now() - this.oldest[0]! : 0,
       failing: this.failing !== undefined || this.fatal !== undefined,
+      dropped: this.dropped,
     };
   }
 
   record(event: AuditEvent | StatementRun): void {
     if (this.closed) return;
+    // Statements stop at queueLimit; only logins and connections (refused meanwhile) come past it.
+    // Memory stays bounded all the same: past twice the limit they are counted, not kept.
+    if (this.recorded - this.committed - this.spooled >= 2 * this.options.queueLimit) {
+      this.dropped++;
+      return;
+    }
     if (this.pending.length === 0) this.oldest.push(Date.now());
     // Busy, the worker keeps the process alive until its events are safe; idle, it does not.
     if (this.recorded === this.committed + this.spooled) this.worker.ref();

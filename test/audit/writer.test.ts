@@ -105,7 +105,7 @@ describe('the audit writer', { timeout: 60_000 }, () => {
     assert.ok(verified, 'the chain verifies from the anchor the prune left');
   });
 
-  it('refuses statements once queueLimit events wait, and not before', async () => {
+  it('refuses statements once queueLimit events wait, and keeps memory bounded past twice that', async () => {
     const writer = await AuditWriter.start({ ...options, queueLimit: 3, flushMs: 60_000 });
     try {
       const refusal = () => writer.refusal?.sqlstate;
@@ -114,8 +114,11 @@ describe('the audit writer', { timeout: 60_000 }, () => {
       assert.equal(refusal(), undefined);
       writer.record(admin('3'));
       assert.equal(refusal(), '53000');
+      for (let i = 4; i <= 7; i++) writer.record(admin(String(i)));
+      assert.equal(writer.stats.dropped, 1, 'past twice the limit, an event is counted, not kept');
       await writer.flush();
       assert.equal(refusal(), undefined, 'written, the queue is free again');
+      assert.equal(writer.stats.committed, 6);
     } finally {
       await writer.close();
     }
