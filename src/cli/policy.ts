@@ -8,6 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Document } from 'yaml';
+import { sessionPipeline } from '../audit/statement.ts';
 import { type ConfigIssue, displayPath } from '../config/errors.ts';
 import { type IdentityConfig, loadConfig, type TargetConfig, type WardenConfig } from '../config/index.ts';
 import { actionSchema, GUARDRAIL_NAMES } from '../config/schema.ts';
@@ -103,7 +104,7 @@ function judge(engine: PolicyEngine, input: Judged): Explanation {
       clientAddress: 'cli',
       tls: false,
       applicationName: input.applicationName,
-      pipeline: input.applicationName || null,
+      pipeline: sessionPipeline(undefined, input.applicationName),
       pipelineFixed: false,
       tag: 'cli/0',
     },

@@ -9,6 +9,7 @@
 import type net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import { sessionPipeline } from '../audit/statement.ts';
 import type { AuditSink } from '../audit/writer.ts';
 import type { IdentityConfig, TargetConfig, WardenConfig } from '../config/index.ts';
 import { mayConnect } from '../identity/access.ts';
@@ -249,7 +250,7 @@ async function negotiateAndLogin(raw: net.Socket, context: ListenerContext, curr
     clientAddress,
     tls: onTls,
     applicationName,
-    pipeline: pipelineOption || applicationName || null,
+    pipeline: sessionPipeline(pipelineOption, applicationName),
     pipelineFixed: Boolean(pipelineOption),
     tag: `${context.chain}/${id}`,
     searchPath: startupSearchPath(request.settings),

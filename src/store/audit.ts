@@ -24,10 +24,8 @@ export interface AuditRecord {
   readonly hash: string;
 }
 
-/** What a batch adds to one row of the table-access index. */
-export interface AccessDelta {
-  /** The hour the statements fell in: ISO, truncated to the hour. */
-  readonly bucket: string;
+/** One row of the table-access index, summed over the hours a query covers. */
+export interface AccessRow {
   readonly identity: string;
   /** '' when no pipeline is known (a key column cannot be null in both stores alike). */
   readonly pipeline: string;
@@ -41,17 +39,10 @@ export interface AccessDelta {
   readonly masked: readonly string[];
 }
 
-export interface AccessRow {
-  readonly identity: string;
-  readonly pipeline: string;
-  readonly target: string;
-  readonly table: string;
-  readonly operation: string;
-  readonly firstSeen: string;
-  readonly lastSeen: string;
-  readonly statements: number;
-  readonly rows: number;
-  readonly masked: readonly string[];
+/** What a batch adds to the index's row for one hour. */
+export interface AccessDelta extends AccessRow {
+  /** The hour the statements fell in: ISO, truncated to the hour. */
+  readonly bucket: string;
 }
 
 export interface EventQuery {

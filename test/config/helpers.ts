@@ -1,8 +1,10 @@
+import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after } from 'node:test';
 import { generate } from 'selfsigned';
+import { ConfigError, parseConfig } from '../../src/config/index.ts';
 
 /** A fresh directory under the OS temp dir, removed when the test file ends. */
 export async function tempDir(): Promise<string> {
@@ -49,4 +51,15 @@ export function yaml(strings: TemplateStringsArray, ...values: unknown[]): strin
     .split('\n')
     .map((line) => line.slice(indent))
     .join('\n');
+}
+
+/** The ConfigError a config text is refused with (a test fails if it is accepted). */
+export function configRefusal(text: string, file: string, env: NodeJS.ProcessEnv = {}): ConfigError {
+  try {
+    parseConfig(text, file, env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    return error;
+  }
+  return assert.fail('expected the config to be refused');
 }

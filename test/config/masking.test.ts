@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, parseConfig } from '../../src/config/index.ts';
+import { parseConfig } from '../../src/config/index.ts';
 import { NO_MASKING } from '../../src/masking/policy.ts';
-import { yaml } from './helpers.ts';
+import { configRefusal, yaml } from './helpers.ts';
 
 const options = { timeout: 10000 };
 const FILE = '/etc/warden/warden.yaml';
@@ -10,15 +10,7 @@ const TARGETS = `targets:
   - { name: shop, host: db, user: app, access: { kinds: [human] } }
 `;
 
-function refusal(text: string, env: NodeJS.ProcessEnv = {}): ConfigError {
-  try {
-    parseConfig(TARGETS + text, FILE, env);
-  } catch (error) {
-    assert.ok(error instanceof ConfigError, String(error));
-    return error;
-  }
-  return assert.fail('expected the config to be refused');
-}
+const refusal = (text: string, env: NodeJS.ProcessEnv = {}) => configRefusal(TARGETS + text, FILE, env);
 
 describe('the masking section', () => {
   it('masks nothing without one', options, () => {
