@@ -65,6 +65,7 @@ async function main(): Promise<void> {
   writeFileSync(
     file,
     `listen: { host: 127.0.0.1, port: ${port} }
+http: { host: 127.0.0.1, port: 0 }
 dataDir: ./data
 identities:
   - { name: masked, kind: service }

@@ -106,6 +106,7 @@ export async function startWarden(
       '  host: 127.0.0.1',
       `  port: ${port}`,
       `  workers: ${cli ? mode.workers : 1}`,
+      'http: { host: 127.0.0.1, port: 0 }',
       'dataDir: ./data',
       ...(cli && mode.audit === false ? ['audit:', '  enabled: false'] : []),
       'identities:',

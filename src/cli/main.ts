@@ -5,6 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, formatConfigError } from '../config/index.ts';
 import { DEFAULT_SAMPLE_ROWS } from '../masking/discover.ts';
+import { ListenError } from '../proxy/listen.ts';
 import { UpstreamError } from '../proxy/upstream.ts';
 import { StoreError } from '../store/store.ts';
 import {
@@ -242,7 +243,7 @@ function exitCodeFor(error: unknown): number {
     process.stderr.write(`warden: ${error.message}\n`);
     return EXIT.failure;
   }
-  if (error instanceof StoreError) {
+  if (error instanceof StoreError || error instanceof ListenError) {
     process.stderr.write(`warden: ${error.message}\n`);
     return EXIT.failure;
   }

@@ -275,6 +275,8 @@ function build(validated: Validated, files: ReadonlyMap<string, Buffer>): Warden
       maxMessageSize: listen.maxMessageSize,
       workers: listen.workers,
     },
+    http: parsed.http,
+    log: parsed.log,
     dataDir: path.resolve(dir, parsed.dataDir ?? '.warden'),
     auth: {
       method: auth.method,

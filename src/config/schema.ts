@@ -141,6 +141,32 @@ const listenSchema = mapping(
   'port: 6543',
 );
 
+// The HTTP listener: /metrics, /healthz, /readyz (later the API and dashboard).
+const httpSchema = mapping(
+  {
+    enabled: documented(z.boolean(), {
+      expected: 'true or false (false: no HTTP listener, so no metrics or health endpoints)',
+      fix: 'write true or false',
+    }).default(true),
+    host: host.default('127.0.0.1'),
+    port: documented(z.number().int().min(0).max(65535), {
+      expected: 'a port number (0-65535, 0 = any free port)',
+      fix: 'write a number such as 6544',
+      example: '6544',
+    }).default(6544),
+  },
+  'port: 6544',
+);
+
+const logSchema = mapping(
+  {
+    level: oneOf(['info', 'debug', 'warn', 'error']).default('info'),
+    // json: one JSON object per line (pino), for log collectors; text: one readable line, for a terminal.
+    format: oneOf(['json', 'text']).default('json'),
+  },
+  'level: info',
+);
+
 const backoffSchema = mapping(
   {
     baseMs: positiveInteger('milliseconds', 250).default(250),
@@ -636,6 +662,8 @@ const namesClean = whenClean((path) => path.length < 2 || path[1] === 'name');
 export const configSchema = mapping(
   {
     listen: listenSchema.prefault({}),
+    http: httpSchema.prefault({}),
+    log: logSchema.prefault({}),
     dataDir: filePath('./warden-data').optional(),
     auth: authSchema.prefault({}),
     identities: list(identitySchema, 'identities', '{ name: alice, kind: human }')

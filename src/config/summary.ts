@@ -23,8 +23,26 @@ export function redactedSummary(config: WardenConfig): string {
       ? [`warnings (${warnings.length}):`, ...warnings.map((warning) => `  ${warning}`)]
       : []),
   ];
-  const secrets = targets.flatMap((target) => (target.password === undefined ? [] : [target.password]));
-  return withoutSecrets(lines.join('\n'), secrets);
+  return withoutSecrets(lines.join('\n'), secretsOf(config));
+}
+
+/** Every secret the config holds (target passwords, the masking key, the audit store URL and its password): what no output may show. */
+export function secretsOf(config: WardenConfig): string[] {
+  const secrets = config.targets.flatMap((target) =>
+    target.password === undefined ? [] : [target.password],
+  );
+  if (config.masking.key !== undefined) secrets.push(config.masking.key);
+  const { store } = config.audit;
+  if (store.kind === 'postgres') {
+    secrets.push(store.url);
+    try {
+      const password = decodeURIComponent(new URL(store.url).password);
+      if (password !== '') secrets.push(password);
+    } catch {
+      // not a URL: the schema refused it already
+    }
+  }
+  return secrets;
 }
 
 function describeTarget(target: TargetConfig): string {

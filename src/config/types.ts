@@ -53,6 +53,12 @@ export interface WardenConfig {
     readonly maxMessageSize: number;
     readonly workers: number;
   };
+  /** The HTTP listener of metrics and health endpoints. */
+  readonly http: { readonly enabled: boolean; readonly host: string; readonly port: number };
+  readonly log: {
+    readonly level: ParsedConfig['log']['level'];
+    readonly format: ParsedConfig['log']['format'];
+  };
   /** Absolute. */
   readonly dataDir: string;
   readonly auth: {

@@ -52,6 +52,11 @@ import {
   type Verdict,
 } from './rules.ts';
 
+/** Where a decision's time goes: parse (text to analysis, from the cache when seen before) and policy (the rules). */
+export interface StageTimings {
+  timed(stage: 'parse' | 'policy', ms: number): void;
+}
+
 export interface Explanation {
   /** The statements judged (an EXECUTE replaced by what it runs); undefined when the SQL could not be read. */
   readonly statements: readonly StatementAnalysis[] | undefined;
@@ -80,6 +85,10 @@ export class PolicyEngine {
   /** Verdicts reused and verdicts made (batches that cannot be kept count as neither). */
   verdictHits = 0;
   verdictMisses = 0;
+
+  private timings: StageTimings | undefined;
+  /** Time the decision being made has spent in analysisOf. */
+  private parseMs = 0;
 
   constructor(
     policy: Policy,
@@ -110,7 +119,22 @@ export class PolicyEngine {
     return this.kept.size;
   }
 
-  readonly decide: Decide = (context) => this.decisionFor(context, undefined);
+  readonly decide: Decide = (context) => {
+    const timings = this.timings;
+    if (timings === undefined) return this.decisionFor(context, undefined);
+    const started = performance.now();
+    this.parseMs = 0;
+    const decision = this.decisionFor(context, undefined);
+    const total = performance.now() - started;
+    timings.timed('parse', this.parseMs);
+    timings.timed('policy', total - this.parseMs);
+    return decision;
+  };
+
+  /** From now on, tells `timings` how long each decision spent parsing and judging. */
+  timeStages(timings: StageTimings): void {
+    this.timings = timings;
+  }
 
   explain(context: DecisionContext): Explanation {
     const details: Details = { statements: undefined, verdict: undefined };
@@ -318,6 +342,16 @@ export class PolicyEngine {
 
   /** The analysis of a text; a prepared statement's by its exact text (see preparedTexts). */
   private analysisOf(sql: string, source: StatementSource): Analysis {
+    if (this.timings === undefined) return this.analysisOfText(sql, source);
+    const started = performance.now();
+    try {
+      return this.analysisOfText(sql, source);
+    } finally {
+      this.parseMs += performance.now() - started;
+    }
+  }
+
+  private analysisOfText(sql: string, source: StatementSource): Analysis {
     if (source === 'query' || source === 'startup-option' || sql.length > PREPARED_TEXT_LENGTH) {
       return this.cache.get(sql);
     }

@@ -31,7 +31,7 @@ import { Writer } from '../protocol/postgres/writer.ts';
 import { CancelRegistry } from './cancel.ts';
 import { FrameReader } from './frames.ts';
 import { type ErrorDetails, errorResponse } from './replies.ts';
-import { Session } from './session.ts';
+import { Session, type SessionObserver } from './session.ts';
 import { readStartupParameters, StartupRefusal } from './startup-parameters.ts';
 import { cancelUpstream, connectUpstream, UpstreamError } from './upstream.ts';
 
@@ -52,6 +52,8 @@ export interface ListenerContext {
   nextSessionId(): number;
   /** The audit trail, and the name of this instance's chain (sessions are named after it). */
   readonly audit?: AuditSink;
+  /** Told what only the data path sees (metrics). */
+  readonly observer?: SessionObserver;
   readonly chain: string;
 }
 
@@ -282,6 +284,7 @@ async function negotiateAndLogin(raw: net.Socket, context: ListenerContext, curr
     maxMessageSize: config.listen.maxMessageSize,
     decide: context.decide,
     audit,
+    observer: context.observer,
     onClose: (closed) => {
       context.sessions.delete(closed);
       context.cancels.release(key.processId);

@@ -41,6 +41,8 @@ export interface Expected {
   readonly onHead?: () => void;
   /** What audit gathers while the server answers it (a statement that runs: Query, Execute, FunctionCall). */
   readonly trace?: StatementTrace;
+  /** Milliseconds spent in `transform` for it (kept when metrics time the masking stage). */
+  readonly spent?: { ms: number };
 }
 
 /** Shared entries for the common case of nothing attached. */

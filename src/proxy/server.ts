@@ -6,7 +6,10 @@
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { AuditWriter } from '../audit/writer.ts';
+import type { Readiness } from '../api/http.ts';
+import type { AuditEvent } from '../audit/events.ts';
+import type { StatementRun } from '../audit/statement.ts';
+import { type AuditSink, AuditWriter } from '../audit/writer.ts';
 import type { WardenConfig } from '../config/index.ts';
 import { ApiKeyAuthenticator, type Authenticator } from '../identity/authenticator.ts';
 import { LoginBackoff } from '../identity/backoff.ts';
@@ -14,6 +17,8 @@ import { Catalogs } from '../masking/catalog.ts';
 import { maskingKey } from '../masking/key.ts';
 import { Masking } from '../masking/masking.ts';
 import { MaskingPolicy, masksAnything } from '../masking/policy.ts';
+import type { Log } from '../observe/log.ts';
+import { WardenMetrics } from '../observe/warden-metrics.ts';
 import type { Decide } from '../policy/decision.ts';
 import { PolicyEngine } from '../policy/engine.ts';
 import { certificateDer, serverEndPoint } from '../protocol/postgres/scram.ts';
@@ -21,6 +26,7 @@ import { loadParser } from '../sql/analysis.ts';
 import { openStore, type Store } from '../store/store.ts';
 import { CancelRegistry } from './cancel.ts';
 import { cancelSession, type ListenerContext, serveClient } from './client.ts';
+import { listenOn } from './listen.ts';
 import { Session } from './session.ts';
 import { UpstreamError } from './upstream.ts';
 
@@ -30,6 +36,9 @@ export interface WardenServer {
   readonly sessions: ReadonlySet<Session>;
   /** The audit trail's writer (undefined when audit is off). */
   readonly audit: AuditWriter | undefined;
+  readonly metrics: WardenMetrics;
+  /** Whether it should be sent connections, and why not. */
+  readiness(): Readiness;
   /** Cancels the session owning a key (a CancelRequest routed here from another worker). */
   cancel(processId: number, secret: Buffer): void;
   /** Applies a new config: policy from the next statement on, the rest to new connections. */
@@ -50,6 +59,8 @@ export interface ServerOptions {
   readonly routeCancel?: (processId: number, secret: Buffer) => void;
   /** false: no audit trail (tests of other concerns); by default the config's. */
   readonly audit?: false;
+  /** Where refused logins and (at debug) sessions opened and closed are logged. */
+  readonly log?: Log;
   /** Told when the audit store fails or recovers. */
   readonly onAuditState?: (state: 'failing' | 'recovered' | 'fatal', error?: string) => void;
 }
@@ -72,6 +83,20 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
           retentionDays: config.audit.retentionDays,
           onState: options.onAuditState,
         });
+  const metrics = new WardenMetrics();
+  if (audit) metrics.watchAudit(() => audit.stats);
+  // Metrics count the events the trail records, whether or not there is a trail.
+  const events: AuditSink = {
+    record(event) {
+      metrics.observe(event);
+      if (options.log) logEvent(options.log, event);
+      audit?.record(event);
+    },
+    get refusal() {
+      return audit?.refusal;
+    },
+    statements: true,
+  };
   const catalogs = new Catalogs();
   const maskingFor = (next: WardenConfig): Masking | undefined => {
     if (!masksAnything(next.masking)) return undefined;
@@ -83,6 +108,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
   };
   let masking = options.decide ? undefined : maskingFor(config);
   const engine = options.decide ? undefined : new PolicyEngine(config.policy, undefined, undefined, masking);
+  engine?.timeStages(metrics);
   const ownStore = options.store ? undefined : openStore(config.dataDir);
   const store = options.store ?? ownStore!;
   const sessions = new Set<Session>();
@@ -108,7 +134,8 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     },
     sessions,
     nextSessionId: () => ++sessionIds,
-    audit,
+    audit: events,
+    observer: metrics,
     chain,
   };
   const connections = new Set<net.Socket>();
@@ -117,20 +144,23 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     socket.once('close', () => connections.delete(socket));
     void serveClient(socket, context);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: config.listen.host, port: config.listen.port }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  try {
+    await listenOn(server, config.listen, 'listen');
+  } catch (error) {
+    await audit?.close();
+    ownStore?.close();
+    throw error;
+  }
   server.on('error', () => {}); // per-connection errors are handled on their sockets
   const address = server.address() as net.AddressInfo;
+  let closing = false;
   return {
     host: address.address,
     port: address.port,
     sessions,
     audit,
+    metrics,
+    readiness: () => readinessOf(closing, audit),
     cancel: (processId, secret) => cancelSession(context, processId, secret),
     reload(next) {
       const nextTls = tlsFor(next);
@@ -152,6 +182,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
       context.backoff.update(next.auth.backoff);
     },
     async close() {
+      closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const session of [...sessions]) {
         session.fatal({
@@ -177,4 +208,33 @@ function tlsFor(config: WardenConfig): { context: tls.SecureContext; endPoint: B
     context: tls.createSecureContext({ cert: settings.cert, key: settings.key }),
     endPoint: serverEndPoint(certificateDer(settings.cert)),
   };
+}
+
+function readinessOf(closing: boolean, audit: AuditWriter | undefined): Readiness {
+  const checks: Record<string, string> = { listener: closing ? 'shutting down' : 'ok' };
+  let ready = !closing;
+  if (audit === undefined) {
+    checks.audit = 'off';
+  } else {
+    // Statements would be refused (store failing in deny mode, or the queue full): send connections elsewhere.
+    const refusal = audit.refusal;
+    if (refusal) ready = false;
+    checks.audit =
+      refusal?.message ?? (audit.stats.failing ? 'store failing; events are spooled until it is back' : 'ok');
+  }
+  return { ready, checks };
+}
+
+/** What of the event stream belongs in the log too: refused logins, and at debug sessions. */
+function logEvent(log: Log, event: AuditEvent | StatementRun): void {
+  if (event.type === 'login.failed') {
+    const { identity, client, target, sqlstate } = event;
+    log.info({ identity, client, target, sqlstate }, `login refused: ${event.reason}`);
+  } else if (event.type === 'connection.open' && log.isLevelEnabled('debug')) {
+    const { identity, session, client, target, pipeline } = event;
+    log.debug({ identity, session, client, target, pipeline }, 'session opened');
+  } else if (event.type === 'connection.close' && log.isLevelEnabled('debug')) {
+    const { identity, session, durationMs, statements } = event;
+    log.debug({ identity, session, durationMs, statements }, 'session closed');
+  }
 }

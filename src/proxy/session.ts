@@ -104,8 +104,15 @@ export interface SessionOptions {
   readonly maxMessageSize: number;
   readonly decide: Decide;
   readonly onClose: (session: Session) => void;
-  /** The audit trail: every statement judged is recorded in it. */
+  /** The audit trail (and the metrics, which count the same events): every statement judged is recorded in it. */
   readonly audit?: AuditSink;
+  /** Told what only the data path sees: time spent rewriting results, sessions ended by a failure. */
+  readonly observer?: SessionObserver;
+}
+
+export interface SessionObserver {
+  timed(stage: 'masking', ms: number): void;
+  sessionFailed(reason: 'protocol' | 'internal' | 'server-lost'): void;
 }
 
 export class Session {
@@ -493,11 +500,16 @@ export class Session {
     if (audit === undefined) return entry;
     const trace = new StatementTrace(decision, source);
     const { settled } = entry;
+    const observer = this.options.observer;
+    // Time spent in the result's transform (masking): charged while this entry is the oldest unanswered one.
+    const spent = entry.transform && observer ? { ms: 0 } : undefined;
     return {
       ...entry,
       trace,
+      spent,
       settled: (ok) => {
         settled?.(ok);
+        if (spent && spent.ms > 0) observer!.timed('masking', spent.ms);
         audit.record(trace.run(this.info, ok));
       },
     };
@@ -784,6 +796,14 @@ export class Session {
     // The chunk's messages, transformed, leave in one write: a write per message costs more than a copy.
     const out = this.output;
     out.reset(chunk.length + (chunk.length >> 2) + 256);
+    let clock = performance.now();
+    // The time since the last charge goes to the entry answered now; read at each message that may end one.
+    const charge = () => {
+      const now = performance.now();
+      const spent = this.responses.head?.spent;
+      if (spent) spent.ms += now - clock;
+      clock = now;
+    };
     try {
       this.serverFramer.push(chunk, (type, buffer, start, bodyStart, end) => {
         const transform = this.responses.head?.transform;
@@ -803,6 +823,7 @@ export class Session {
         } else {
           out.append(buffer, start, end);
         }
+        charge();
         this.received(type, end > bodyStart ? buffer[bodyStart]! : -1);
         if (!this.responses.head?.transform) {
           leave = true;
@@ -810,6 +831,7 @@ export class Session {
         }
       });
     } finally {
+      charge();
       this.writeClient(out.written());
       // Written through at once, the buffer is free for the next chunk; else the socket holds it.
       if (this.client.writableLength > 0) out.release();
@@ -846,6 +868,7 @@ export class Session {
       this.close();
       return;
     }
+    this.options.observer?.sessionFailed('server-lost');
     // An error can only be inserted between messages; mid-message, closing is the signal.
     if (this.scanner.atBoundary) {
       this.fatal({
@@ -859,10 +882,12 @@ export class Session {
   }
 
   private protocolViolation(error: ProtocolViolation): void {
+    this.options.observer?.sessionFailed('protocol');
     this.fatal({ sqlstate: '08P01', message: `protocol violation: ${error.message}` });
   }
 
   private internalError(error: Error): void {
+    this.options.observer?.sessionFailed('internal');
     this.fatal({ sqlstate: 'XX000', message: `Warden internal error: ${error.message}` });
   }
 

@@ -31,6 +31,7 @@ function configText(port: number, upstream: TestServer, database: string, identi
 listen:
   host: 127.0.0.1
   port: ${port}
+http: { host: 127.0.0.1, port: 0 }
 dataDir: ./data
 identities:
 ${identities}

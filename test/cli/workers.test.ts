@@ -79,6 +79,7 @@ describe('several workers behind one port', { timeout: 120_000 }, () => {
     writeFileSync(
       file,
       `listen: { host: 127.0.0.1, port: ${port}, workers: 2 }
+http: { host: 127.0.0.1, port: 0 }
 dataDir: ./data
 identities:
   - { name: etl, kind: service }
@@ -125,6 +126,28 @@ targets:
       clients.map(() => '57014'),
     );
     await Promise.all(clients.map((client) => client.end()));
+  });
+
+  it('serves the metrics of both workers summed, and is ready when both are', async () => {
+    const httpPort = Number(/http on http:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1]);
+    assert.ok(httpPort > 0, 'the primary announces its HTTP port');
+    const opened = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+      return Number(/^warden_connections_total\{kind="service"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+    };
+    const before = await opened();
+    const clients = await Promise.all(Array.from({ length: 6 }, connect));
+    const owners = new Set(clients.map((client) => keyOf(client).processID >>> 24));
+    assert.deepEqual([...owners].sort(), [1, 2], 'sessions on both workers');
+    await Promise.all(clients.map((client) => client.query('SELECT 1')));
+    assert.equal((await opened()) - before, 6, 'the sessions of both workers, summed');
+    await Promise.all(clients.map((client) => client.end()));
+    const ready = await fetch(`http://127.0.0.1:${httpPort}/readyz`);
+    assert.equal(ready.status, 200);
+    const { checks } = (await ready.json()) as { checks: Record<string, string> };
+    assert.equal(checks['worker 1 listener'], 'ok');
+    assert.equal(checks['worker 2 listener'], 'ok');
+    assert.equal(checks['worker 2 audit'], 'ok');
   });
 
   it('ignores a forged key on any worker', async () => {

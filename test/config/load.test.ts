@@ -30,6 +30,8 @@ describe('loading a config', () => {
             key: ./certs/warden.key
           requireTls: always
           maxMessageSize: 16MB
+        http: { host: 0.0.0.0, port: 9100 }
+        log: { level: warn, format: text }
         dataDir: ./data
         auth:
           method: password
@@ -75,6 +77,8 @@ describe('loading a config', () => {
           maxMessageSize: 16 * 1024 * 1024,
           workers: 1,
         },
+        http: { enabled: true, host: '0.0.0.0', port: 9100 },
+        log: { level: 'warn', format: 'text' },
         dataDir: path.join(dir, 'data'),
         auth: {
           method: 'password',
@@ -123,7 +127,7 @@ describe('loading a config', () => {
           retentionDays: undefined,
         },
         warnings: [
-          `${file}:36:5 targets[1]: nobody may connect to target "reports" (access is empty); add access.identities, access.groups or access.kinds`,
+          `${file}:38:5 targets[1]: nobody may connect to target "reports" (access is empty); add access.identities, access.groups or access.kinds`,
         ],
       });
     },
@@ -146,6 +150,8 @@ describe('loading a config', () => {
       maxMessageSize: 64 * 1024 * 1024,
       workers: 1,
     });
+    assert.deepEqual(config.http, { enabled: true, host: '127.0.0.1', port: 6544 });
+    assert.deepEqual(config.log, { level: 'info', format: 'json' });
     assert.equal(config.dataDir, '/etc/warden/.warden');
     assert.deepEqual(config.auth, {
       method: 'scram',

@@ -69,6 +69,7 @@ listen:
   port: 0
 ${setup.listenYaml ?? ''}
 dataDir: ./data
+http: { host: 127.0.0.1, port: 0 }
 identities:
   - { name: alice, kind: human, groups: [analysts] }
   - { name: etl, kind: service, groups: [pipelines] }
