@@ -11,8 +11,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { startHttp } from '../api/http.ts';
 import { ConfigError, formatConfigError, loadConfig } from '../config/index.ts';
 import { createApiKey } from '../identity/keys.ts';
+import { processMetrics } from '../observe/warden-metrics.ts';
 import { startServer, type WardenServer } from '../proxy/server.ts';
 import { openStore, StoreError } from '../store/store.ts';
 import { generateCa, generateLocalServerCertificate } from './certs.ts';
@@ -25,7 +27,8 @@ export interface DemoOptions {
 }
 
 /** The upstream password reaches the config through this variable, never through the file. */
-const PASSWORD_ENV = 'WARDEN_DEMO_DB_PASSWORD';
+/** Where the demo keeps the upstream role's password (0600), so every `warden` command reads the config as is. */
+const PASSWORD_FILE = 'db-password';
 const APP_ROLE = 'warden_app';
 const HOST = '127.0.0.1';
 /** A stop signal this long after the first one quits without waiting for the cleanup. */
@@ -114,8 +117,9 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     checkpoint();
 
     const configFile = path.join(dir, 'warden.yaml');
+    await fs.writeFile(path.join(dir, PASSWORD_FILE), appPassword, { mode: 0o600 });
     await fs.writeFile(configFile, demoConfigYaml(port, postgres.port));
-    const config = await loadConfig(configFile, { ...process.env, [PASSWORD_ENV]: appPassword });
+    const config = await loadConfig(configFile);
     for (const warning of config.warnings) err(`warning: ${warning}`);
 
     const store = openStore(config.dataDir);
@@ -132,10 +136,16 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       throw listenError(error, port);
     }
     cleanups.push({ what: 'close Warden', run: () => server.close() });
+    const http = await startHttp(config.http, {
+      metrics: async () => [...server.metrics.registry.snapshot(), ...processMetrics()],
+      readiness: async () => server.readiness(),
+    });
+    cleanups.push({ what: 'close the HTTP listener', run: () => http.close() });
     checkpoint();
 
     printInstructions({
       warden: server,
+      metrics: `http://${http.host}:${http.port}/metrics`,
       postgres,
       dir,
       configFile,
@@ -183,6 +193,11 @@ async function runCleanups(cleanups: { what: string; run: () => Promise<void> | 
     }
   }
   return failed;
+}
+
+/** How to run the warden command from here: through npx when the demo was started by `npm run demo`. */
+function wardenCommand(): string {
+  return process.env.npm_lifecycle_event === 'demo' ? 'npx warden' : 'warden';
 }
 
 function suggestPort(port: number): string {
@@ -307,9 +322,9 @@ targets:
     port: ${postgresPort}
     database: shop       # the database on that server
     user: ${APP_ROLE}
-    # Never write a secret here: \${NAME} is read from the environment
-    # (the demo sets ${PASSWORD_ENV}). passwordFile: is the other way.
-    password: \${${PASSWORD_ENV}}
+    # Never write a secret here: passwordFile: reads it from a file (0600),
+    # password: \${NAME} from the environment.
+    passwordFile: ./${PASSWORD_FILE}
     tls:
       mode: verify-full  # encrypt, and check the server's certificate and name
       ca: ./ca.crt
@@ -325,7 +340,7 @@ targets:
     port: ${postgresPort}
     database: hr
     user: ${APP_ROLE}
-    password: \${${PASSWORD_ENV}}
+    passwordFile: ./${PASSWORD_FILE}
     tls:
       mode: verify-full
       ca: ./ca.crt
@@ -360,11 +375,35 @@ policy:
       match: { groups: [pipelines], statementKinds: [read] }
       action: limit
       maxRows: 100
+
+# Private data in results is masked as it streams, per identity. Columns
+# are classified by name here (full_name, email, phone, card_number,
+# street_address...; or list them under columns:), and each class has a
+# strategy: names and emails fake (the same value gives the same fake),
+# phones and cards keep their last 4, addresses redacted. A masked column
+# cannot be used to infer its values either (WHERE email LIKE ... is refused).
+masking:
+  heuristics: true
+  unmask:
+    - groups: [pipelines]   # the nightly job joins on email: a keyed hash lines up across tables
+      classes: { email: hash }
+
+# Every connection and statement is recorded in a hash-chained audit trail
+# in dataDir (store: postgres for production):
+#   warden audit tail --config warden.yaml -n 10
+#   warden access --table customers --config warden.yaml
+#   warden audit verify --config warden.yaml
+
+# Prometheus metrics and health checks: /metrics, /healthz, /readyz.
+http:
+  host: ${HOST}
+  port: 0   # any free port; the demo prints the one it got
 `;
 }
 
 function printInstructions(run: {
   warden: WardenServer;
+  metrics: string;
   postgres: EmbeddedPostgres;
   dir: string;
   configFile: string;
@@ -383,6 +422,7 @@ function printInstructions(run: {
     `  PostgreSQL  ${run.postgres.host}:${run.postgres.port}, embedded; databases shop and hr; Warden logs in as ${APP_ROLE}`,
   );
   out(`  Config      ${run.configFile}`);
+  out(`  Metrics     ${run.metrics}  (and /healthz, /readyz)`);
   out();
   out('Connect as each identity (the password is an API key made just now):');
   for (const identity of IDENTITIES) {
@@ -398,6 +438,9 @@ function printInstructions(run: {
   out(
     `     current_user is ${APP_ROLE}: you log in to Warden as ana, Warden logs in to PostgreSQL as its own role.`,
   );
+  out('     Names and emails come back fake, cards as their last 4 digits: masked as the rows stream.');
+  out("     SELECT count(*) FROM customers WHERE email LIKE '%@example.com';  is refused: a masked column");
+  out('     cannot be used to learn its values. As etl_nightly the same emails are keyed hashes (joinable).');
   out('  2. A wrong password is refused with 28P01 (password authentication failed):');
   out(`     ${command('ana', 'shop', 'wrong')}`);
   out('  3. support_bot on hr is refused with 42501 by the access rule (hr is for analysts):');
@@ -414,9 +457,14 @@ function printInstructions(run: {
   out('     order-changes-need-review); approvals are coming next, so today it is refused with that reason.');
   out('  8. As etl_nightly: SELECT id FROM orders;  returns the first 100 rows and a notice (a limit rule).');
   out(
-    `  9. Why? warden policy explain --config ${run.configFile} --identity support_bot --target shop "SELECT email FROM customers"`,
+    `  9. Why? ${wardenCommand()} policy explain --config ${run.configFile} --identity support_bot --target shop "SELECT email FROM customers"`,
   );
-  out('     Coming next: masking of personal data in results.');
+  out(`  10. What happened: ${wardenCommand()} audit tail --config ${run.configFile} -n 10`);
+  out(`      Who touched customers: ${wardenCommand()} access --table customers --config ${run.configFile}`);
+  out(`      Is the trail intact: ${wardenCommand()} audit verify --config ${run.configFile}`);
+  out(
+    '  Coming next: approvals in Slack, the CLI and a dashboard, and people logging in with their identity provider.',
+  );
   if (!onPath('psql')) {
     out();
     out('  psql is not installed here: any PostgreSQL client works with the host, port, user, password and');

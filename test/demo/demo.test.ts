@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -45,6 +45,19 @@ function psql(
 const hasPsql = await new Promise<boolean>((resolve) => {
   execFile('psql', ['--version'], (error) => resolve(!error));
 });
+
+function warden(args: readonly string[]): Promise<PsqlResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['bin/warden.js', ...args],
+      { cwd: ROOT, timeout: 30_000 },
+      (error, stdout, stderr) => {
+        resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr });
+      },
+    );
+  });
+}
 
 interface PrintedCommand {
   readonly password: string;
@@ -140,11 +153,54 @@ describe('npm run demo', {
     assert.match(ana.password, /^wdn_/);
     assert.match(ana.conninfo, /^host=127\.0\.0\.1 port=[1-9]\d* dbname=shop user=ana sslmode=require$/);
     const yaml = readFileSync(path.join(demoDir, 'warden.yaml'), 'utf8');
-    assert.match(yaml, /password: \$\{WARDEN_DEMO_DB_PASSWORD\}/);
+    assert.match(yaml, /passwordFile: \.\/db-password/);
+    const passwordFile = path.join(demoDir, 'db-password');
+    assert.equal(statSync(passwordFile).mode & 0o777, 0o600);
+    assert.ok(
+      !yaml.includes(readFileSync(passwordFile, 'utf8')),
+      'the upstream password is not in the config',
+    );
     assert.doesNotMatch(yaml, /wdn_/);
     assert.ok(existsSync(path.join(demoDir, 'ca.crt')));
     assert.match(stdout, /What to try:/);
     assert.match(stdout, /Coming next:/);
+  });
+
+  it('masks personal data for ana as it streams, and refuses inferring it', async () => {
+    const ana = commands.get('ana')!;
+    const rows = await psql(
+      ana,
+      'SELECT phone, card_number, street_address FROM customers ORDER BY id LIMIT 3',
+    );
+    assert.equal(rows.code, 0, rows.stderr);
+    for (const line of rows.stdout.trim().split('\n')) {
+      const [phone, card, street] = line.split('|');
+      assert.match(phone!, /^[+*() -]*\d{4}$/, 'a phone keeps its last 4 digits');
+      assert.match(card!, /^\*+\d{4}$/, 'a card keeps its last 4 digits');
+      assert.equal(street, 'REDACTED');
+    }
+    const inferred = await psql(ana, "SELECT count(*) FROM customers WHERE email LIKE '%@example.com'");
+    assert.notEqual(inferred.code, 0);
+    assert.match(inferred.stderr, /column "email" holds email data that is masked for you/);
+    const etl = await psql(commands.get('etl_nightly')!, 'SELECT email FROM customers ORDER BY id LIMIT 2');
+    assert.equal(etl.code, 0, etl.stderr);
+    for (const email of etl.stdout.trim().split('\n')) assert.match(email, /^[0-9a-f]{16}$/, 'a keyed hash');
+  });
+
+  it('serves the metrics URL it prints, and its printed audit commands work on the config as is', async () => {
+    const url = /^\s*Metrics\s+(http:\/\/\S+)/m.exec(stdout)?.[1];
+    assert.ok(url, `no metrics URL in:\n${stdout}`);
+    const metrics = await (await fetch(url)).text();
+    assert.match(metrics, /^warden_statements_total\{decision="allow",outcome="ok"\} [1-9]\d*$/m);
+    const config = path.join(demoDir, 'warden.yaml');
+    const tail = await warden(['audit', 'tail', '--config', config, '-n', '50']);
+    assert.equal(tail.code, 0, tail.stderr);
+    assert.match(tail.stdout, /statement {2}ana .* masked=/);
+    const access = await warden(['access', '--table', 'customers', '--config', config]);
+    assert.equal(access.code, 0, access.stderr);
+    assert.match(access.stdout, /^ana +psql +shop +customers +select /m);
+    const verify = await warden(['audit', 'verify', '--config', config]);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
   });
 
   it('lets ana read the shop customers, as warden_app upstream', async () => {
