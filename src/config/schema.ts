@@ -117,14 +117,19 @@ const size = documented(
   },
 );
 
+/** A port Warden listens on, 0 for any free one. */
+function listenPort(byDefault: number) {
+  return documented(z.number().int().min(0).max(65535), {
+    expected: 'a port number (0-65535, 0 = any free port)',
+    fix: `write a number such as ${byDefault}`,
+    example: String(byDefault),
+  }).default(byDefault);
+}
+
 const listenSchema = mapping(
   {
     host: host.default('127.0.0.1'),
-    port: documented(z.number().int().min(0).max(65535), {
-      expected: 'a port number (0-65535, 0 = any free port)',
-      fix: 'write a number such as 6543',
-      example: '6543',
-    }).default(6543),
+    port: listenPort(6543),
     tls: mapping(
       { cert: filePath('./certs/warden.crt'), key: filePath('./certs/warden.key') },
       'cert: and key:',
@@ -149,11 +154,7 @@ const httpSchema = mapping(
       fix: 'write true or false',
     }).default(true),
     host: host.default('127.0.0.1'),
-    port: documented(z.number().int().min(0).max(65535), {
-      expected: 'a port number (0-65535, 0 = any free port)',
-      fix: 'write a number such as 6544',
-      example: '6544',
-    }).default(6544),
+    port: listenPort(6544),
   },
   'port: 6544',
 );
