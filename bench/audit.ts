@@ -6,6 +6,13 @@
  * of a busy second, and the clock stops when the last is committed: the
  * worker thread redacts, chains, hashes and writes them in group commits.
  *
+ * Events a second is wall-clock time, and so depends on what else the
+ * machine runs. The CPU figure does not: the process's CPU time (user +
+ * system, every thread) across the round, per event. Of it, the event loop's
+ * share is its busy time (event-loop utilisation); the rest is the audit
+ * worker's (and the threads that serve it: GC, SQLite's I/O). Goal: a few µs
+ * per event in all. With PostgreSQL, the server's own CPU is not counted.
+ *
  *   npm run bench:audit                 (BENCH_AUDIT_EVENTS=200000, BENCH_ROUNDS=3)
  *   BENCH_AUDIT_PG=postgres://postgres@127.0.0.1:5432/test npm run bench:audit   (also the PostgreSQL store)
  *
@@ -14,6 +21,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { StatementRun } from '../src/audit/statement.ts';
 import { AuditWriter } from '../src/audit/writer.ts';
 import type { StoreSpec } from '../src/store/open-audit.ts';
@@ -21,6 +29,12 @@ import type { StoreSpec } from '../src/store/open-audit.ts';
 const EVENTS = Number(process.env.BENCH_AUDIT_EVENTS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BURST = 20_000;
+
+// Shared by every event, as a session's events share their decision's (see StatementTrace.run).
+const KINDS = ['read'];
+const TABLES = [{ table: 'pgbench_accounts', operation: 'select' }];
+const MATCHED = [{ rule: 'readers', action: 'allow' }];
+const NO_MASKED: string[] = [];
 
 function statement(i: number): StatementRun {
   return {
@@ -35,21 +49,31 @@ function statement(i: number): StatementRun {
     source: 'query',
     sql: `SELECT abalance FROM pgbench_accounts WHERE aid = ${i} AND note = 'x${i}'`,
     fingerprint: '5d5e0f6a0f0b4a2c',
-    kinds: ['read'],
-    tables: [{ table: 'pgbench_accounts', operation: 'select' }],
+    kinds: KINDS,
+    tables: TABLES,
     decision: 'allow',
     rule: 'readers',
-    matched: [{ rule: 'readers', action: 'allow' }],
+    matched: MATCHED,
     outcome: 'ok',
     sqlstate: null,
     rows: 1,
-    masked: [],
+    masked: NO_MASKED,
     maskedRows: 0,
     durationMs: 0.123,
   };
 }
 
-async function round(store: StoreSpec, dir: string): Promise<{ perSecond: number; mainUs: number }> {
+interface RoundResult {
+  readonly perSecond: number;
+  /** µs of the event loop per event spent in record(). */
+  readonly recordUs: number;
+  /** µs of process CPU per event, every thread. */
+  readonly cpuUs: number;
+  /** µs per event the event loop was busy (recording, posting batches, acknowledgements). */
+  readonly mainUs: number;
+}
+
+async function round(store: StoreSpec, dir: string): Promise<RoundResult> {
   const writer = await AuditWriter.start({
     store,
     chain: `bench-${process.pid}-${Date.now()}`,
@@ -58,19 +82,28 @@ async function round(store: StoreSpec, dir: string): Promise<{ perSecond: number
     spoolFile: path.join(dir, 'spool.jsonl'),
     queueLimit: EVENTS + 1,
   });
+  const cpu = process.cpuUsage();
+  const loop = performance.eventLoopUtilization();
   const started = performance.now();
-  let mainMicros = 0;
+  let recordMicros = 0;
   for (let i = 0; i < EVENTS; i += BURST) {
     const burstCpu = process.cpuUsage();
     for (let j = i; j < Math.min(EVENTS, i + BURST); j++) writer.record(statement(j));
     const spent = process.cpuUsage(burstCpu);
-    mainMicros += spent.user + spent.system;
+    recordMicros += spent.user + spent.system;
     await new Promise((resolve) => setImmediate(resolve));
   }
   await writer.flush();
   const seconds = (performance.now() - started) / 1000;
+  const used = process.cpuUsage(cpu);
+  const busyMs = performance.eventLoopUtilization(loop).active;
   await writer.close();
-  return { perSecond: EVENTS / seconds, mainUs: mainMicros / EVENTS };
+  return {
+    perSecond: EVENTS / seconds,
+    recordUs: recordMicros / EVENTS,
+    cpuUs: (used.user + used.system) / EVENTS,
+    mainUs: (busyMs * 1000) / EVENTS,
+  };
 }
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
@@ -90,7 +123,7 @@ for (const [name, given] of stores) {
     process.stdout.write('postgres: skipped (set BENCH_AUDIT_PG to a database URL to run it)\n');
     continue;
   }
-  const results: { perSecond: number; mainUs: number }[] = [];
+  const results: RoundResult[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'warden-audit-bench-'));
     try {
@@ -99,9 +132,13 @@ for (const [name, given] of stores) {
       rmSync(dir, { recursive: true, force: true });
     }
   }
+  const rounds = (pick: (r: RoundResult) => number, digits = 0) =>
+    results.map((r) => pick(r).toFixed(digits)).join(', ');
+  const cpu = median(results.map((r) => r.cpuUs));
+  const main = median(results.map((r) => r.mainUs));
   process.stdout.write(
-    `${name.padEnd(9)} ${Math.round(median(results.map((r) => r.perSecond)))} events/s committed (median; rounds: ${results
-      .map((r) => Math.round(r.perSecond))
-      .join(', ')}); event loop cost ${median(results.map((r) => r.mainUs)).toFixed(2)} µs/event to record\n`,
+    `${name.padEnd(9)} ${Math.round(median(results.map((r) => r.perSecond)))} events/s committed (median; rounds: ${rounds((r) => r.perSecond)})\n` +
+      `${''.padEnd(9)} ${cpu.toFixed(2)} µs CPU/event, all threads (rounds: ${rounds((r) => r.cpuUs, 2)}): ` +
+      `event loop ${main.toFixed(2)} (record() ${median(results.map((r) => r.recordUs)).toFixed(2)}), worker and the rest ${(cpu - main).toFixed(2)}\n`,
   );
 }

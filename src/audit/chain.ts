@@ -5,18 +5,32 @@
  * each worker of one) appends to its own chain, so instances sharing a store
  * never wait on one chain head.
  *
+ * A statement event's body names its statement template by the template's
+ * SHA-256 (src/audit/templates.ts): so the chain covers the template too,
+ * and the verifier checks that each template still hashes to that name.
+ *
  * The chain alone cannot show that its newest events were cut off, or that
  * the whole chain was rewritten with new hashes: signed checkpoints (a later
  * step) are what answer those.
  */
 import { hash } from 'node:crypto';
 import type { AuditRecord } from '../store/audit.ts';
+import { jsonObject, templateHash } from './templates.ts';
 
 /** The hash before a chain's first event. */
 export const GENESIS = '0'.repeat(64);
 
 export function linkHash(previous: string, body: string): string {
-  return hash('sha256', `${previous}\n${body}`);
+  return hashOf(linkText(previous, body));
+}
+
+/** What an event's hash is taken of: the previous event's hash, a line break, the event's body. */
+export function linkText(previous: string, body: string): string {
+  return `${previous}\n${body}`;
+}
+
+export function hashOf(text: string): string {
+  return hash('sha256', text);
 }
 
 export type ProblemKind = 'edited' | 'deleted' | 'reordered';
@@ -40,6 +54,8 @@ export class ChainVerifier {
   private previous: string;
   checked = 0;
   problem: ChainProblem | undefined;
+  /** Templates already checked, by hash: most events share a few. */
+  private readonly templates = new Map<string, CheckedTemplate>();
 
   constructor(
     readonly chain: string,
@@ -52,7 +68,6 @@ export class ChainVerifier {
   /** Returns false once a problem is found (the rest of the chain cannot be trusted). */
   check(record: AuditRecord): boolean {
     if (this.problem) return false;
-    const { chain } = this;
     if (record.seq > this.expected) {
       const missing =
         record.seq - this.expected === 1
@@ -60,38 +75,25 @@ export class ChainVerifier {
           : `events ${this.expected}–${record.seq - 1} are`;
       return this.fail(this.expected, 'deleted', `${missing} missing before event ${record.seq}`);
     }
-    let body: Record<string, unknown>;
-    try {
-      body = JSON.parse(record.body) as Record<string, unknown>;
-    } catch {
+    const body = jsonObject(record.body);
+    if (body === undefined) {
       return this.fail(record.seq, 'edited', `event ${record.seq} is not valid JSON any more`);
     }
-    if (body.chain !== chain || body.seq !== record.seq) {
+    if (body.chain !== this.chain || body.seq !== record.seq) {
       return this.fail(
         record.seq,
         'reordered',
-        `the event stored as ${chain} #${record.seq} says it is ${String(body.chain)} #${String(body.seq)}`,
+        `the event stored as ${this.chain} #${record.seq} says it is ${String(body.chain)} #${String(body.seq)}`,
       );
     }
-    // The columns the store searches by must say what the hashed body says.
-    for (const field of ['at', 'type', 'identity', 'pipeline', 'target'] as const) {
-      if ((body[field] ?? null) !== record[field]) {
-        return this.fail(
-          record.seq,
-          'edited',
-          `event ${record.seq}'s ${field} column differs from the hashed event`,
-        );
-      }
-    }
-    // And the tables a search by table reads, or an edit there could hide a statement from it.
-    const tables = Array.isArray(body.tables)
-      ? [...new Set((body.tables as { table?: unknown }[]).map((t) => String(t.table)))]
-      : [];
-    if (tables.join('\u0000') !== record.tables.join('\u0000')) {
+    const template = body.template === undefined ? undefined : this.templateOf(record, body.template);
+    if (typeof template === 'string') return this.fail(record.seq, 'edited', template);
+    const edited = columnEdited(record, body, template);
+    if (edited !== undefined) {
       return this.fail(
         record.seq,
         'edited',
-        `event ${record.seq}'s tables column differs from the hashed event`,
+        `event ${record.seq}'s ${edited} column differs from the hashed event`,
       );
     }
     if (linkHash(this.previous, record.body) !== record.hash) {
@@ -107,8 +109,60 @@ export class ChainVerifier {
     return true;
   }
 
+  /** The template a body names, once its content is seen to hash to that name; else what is wrong. */
+  private templateOf(record: AuditRecord, named: unknown): CheckedTemplate | string {
+    const stored = record.template;
+    if (typeof named !== 'string' || stored === undefined) {
+      return `event ${record.seq}'s statement template is missing`;
+    }
+    let checked = this.templates.get(named);
+    if (checked === undefined || checked.body !== stored.body) {
+      if (templateHash(stored.body) !== named) {
+        return `event ${record.seq}'s statement template does not match its hash: the template was edited`;
+      }
+      const fields = jsonObject(stored.body);
+      if (fields === undefined) return `event ${record.seq}'s statement template is not a JSON object`;
+      checked = { body: stored.body, fields, tables: tablesKey(fields.tables) };
+      this.templates.set(named, checked);
+    }
+    return checked;
+  }
+
   private fail(seq: number, kind: ProblemKind, message: string): false {
     this.problem = { chain: this.chain, seq, kind, message: `chain ${this.chain}: ${message}` };
     return false;
   }
+}
+
+/** A template seen to hash to its name: its fields, and its tables as tablesKey gives them. */
+interface CheckedTemplate {
+  readonly body: string;
+  readonly fields: Record<string, unknown>;
+  readonly tables: string;
+}
+
+/** The columns the store searches by, which must say what the hashed event says. */
+const SEARCHED = ['at', 'type', 'identity', 'pipeline', 'target'] as const;
+
+/**
+ * The first search column of a record that differs from its event as hashed
+ * (its body, and the template the body names); undefined when none does.
+ * The tables count too, or an edit there could hide a statement from a search by table.
+ */
+function columnEdited(
+  record: AuditRecord,
+  body: Record<string, unknown>,
+  template: CheckedTemplate | undefined,
+): string | undefined {
+  const fieldOf = (field: string) =>
+    template !== undefined && !(field in body) ? template.fields[field] : body[field];
+  for (const field of SEARCHED) if ((fieldOf(field) ?? null) !== record[field]) return field;
+  const tables = template !== undefined && !('tables' in body) ? template.tables : tablesKey(body.tables);
+  return tables === record.tables.join('\u0000') ? undefined : 'tables';
+}
+
+/** A hashed event's tables, each name once, joined as the record's tables are compared. */
+function tablesKey(tables: unknown): string {
+  if (!Array.isArray(tables)) return '';
+  return [...new Set((tables as { table?: unknown }[]).map((t) => String(t.table)))].join('\u0000');
 }

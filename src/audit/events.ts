@@ -2,7 +2,9 @@
  * What the audit trail records: plain, readonly events, each tied to an
  * identity. The session and the control plane make them; the writer gives
  * each a place in its instance's hash chain (chain, seq) and stores its
- * canonical form, which is what the chain's hashes cover.
+ * canonical form, which is what the chain's hashes cover. A statement event
+ * is stored in two parts: what repeats across its executions as a template
+ * named by its hash, and the rest (src/audit/templates.ts).
  *
  * Statement texts are stored with their literal values redacted (unless the
  * config says otherwise) and Bind parameters are never read at all, so a
@@ -141,23 +143,11 @@ export function canonicalJson(value: unknown): string {
 
 /**
  * The canonical JSON of an event in its chain: canonicalJson of the event
- * with `chain` and `seq`, written field by field for statement events (most
- * of a trail, and this is where the audit worker spends its time).
+ * with `chain` and `seq`. Statement events are stored templated instead
+ * (src/audit/templates.ts, written by ChainAppender).
  */
 export function chainedJson(event: AuditEvent, chain: string, seq: number): string {
-  if (event.type !== 'statement') return canonicalJson({ ...event, chain, seq });
-  const e = event;
-  const text = JSON.stringify;
-  return (
-    `{"applicationName":${text(e.applicationName)},"at":${text(e.at)},"chain":${text(chain)}` +
-    `,"decision":${text(e.decision)},"durationMs":${text(e.durationMs)},"fingerprint":${text(e.fingerprint)}` +
-    `,"identity":${text(e.identity)},"kinds":${canonicalJson(e.kinds)},"masked":${canonicalJson(e.masked)}` +
-    `,"maskedRows":${text(e.maskedRows)},"matched":${canonicalJson(e.matched)},"outcome":${text(e.outcome)}` +
-    `,"pipeline":${text(e.pipeline)},"rows":${text(e.rows)},"rule":${text(e.rule)},"seq":${text(seq)}` +
-    `,"session":${text(e.session)},"source":${text(e.source)},"sqlstate":${text(e.sqlstate)}` +
-    `,"tables":${canonicalJson(e.tables)},"tags":${canonicalJson(e.tags)},"target":${text(e.target)}` +
-    `,"text":${text(e.text)},"type":"statement"}`
-  );
+  return canonicalJson({ ...event, chain, seq });
 }
 
 /** Keys come from a few shapes: quote each once. */

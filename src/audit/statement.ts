@@ -2,7 +2,8 @@
  * A statement as the session saw it, and the event the trail stores for it.
  * The session fills in a StatementRun on the data path with references
  * only; turning it into an event (redacting literals, reading sqlcommenter
- * tags, naming the pipeline) happens in the audit worker thread.
+ * tags, naming the pipeline) happens in the audit worker thread, which
+ * writes what statementEvent would make without making it (src/audit/inbox.ts).
  */
 import type { Decision, MatchedRule, SessionInfo, StatementSource } from '../policy/decision.ts';
 import { sqlcommenterTags } from '../policy/rules.ts';
@@ -24,6 +25,7 @@ export interface StatementRun extends Omit<StatementEvent, 'text' | 'tags' | 'pi
 /** The tag a statement names its pipeline with: /* pipeline='nightly_etl' *\/. */
 export const PIPELINE_TAG = 'pipeline';
 
+/** The event of a run: the definition the audit worker's faster path is tested against. */
 export function statementEvent(run: StatementRun, redact: boolean): StatementEvent {
   const { sql } = run;
   const tags = sql?.includes('/*') ? Object.fromEntries(sqlcommenterTags(sql)) : {};
@@ -180,7 +182,7 @@ export class StatementTrace {
   }
 }
 
-// Shared, not made per statement: a batch of events carries each of these once to the audit thread.
+// Shared, not made per statement: the audit writer sends each to its thread once (src/audit/wire.ts).
 const NO_ACCESS = { kinds: [], tables: [] } as const;
 const NO_MATCHES: StatementEvent['matched'] = [];
 const NO_MASKED: readonly string[] = [];

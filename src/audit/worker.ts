@@ -1,8 +1,9 @@
 /**
  * The audit worker thread: owns the store connection and this instance's
- * chain head, so hashing and commits never run on the event loop that
- * serves sessions. Batches arrive in order; each is chained, then written
- * in one transaction (group commit).
+ * chain head, so redaction, hashing and commits never run on the event loop
+ * that serves sessions. Batches arrive in order, in the compact form of
+ * src/audit/wire.ts; each is chained (src/audit/inbox.ts), then written in
+ * one transaction (group commit).
  *
  * When the store cannot be written: with `onFailure: spool`, chained
  * records go to a local spool file in order and are replayed once the store
@@ -16,9 +17,9 @@ import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { AccessDelta, AuditRecord, AuditStore } from '../store/audit.ts';
 import { openAuditStore, type StoreSpec } from '../store/open-audit.ts';
-import type { AuditEvent } from './events.ts';
+import { Inbox } from './inbox.ts';
 import { ChainAppender } from './records.ts';
-import { type StatementRun, statementEvent } from './statement.ts';
+import type { WireBatch } from './wire.ts';
 
 export interface WorkerSettings {
   readonly store: StoreSpec;
@@ -33,7 +34,7 @@ export interface WorkerSettings {
 
 /** Main thread → worker. */
 export type ToWorker =
-  | { readonly type: 'batch'; readonly events: readonly (AuditEvent | StatementRun)[] }
+  | { readonly type: 'batch'; readonly batches: readonly WireBatch[] }
   | { readonly type: 'close' };
 
 /** Worker → main thread. `done` counts events now safe (committed or spooled). */
@@ -56,15 +57,12 @@ const send = (message: FromWorker) => port.postMessage(message);
 
 let store: AuditStore;
 let chain: ChainAppender;
+let inbox: Inbox;
 /** Chained batches not yet in the store (deny mode, while it fails). */
 const waiting: Batch[] = [];
 let spooling = false;
 let failing = false;
 let retry: NodeJS.Timeout | undefined;
-
-function isStatementRun(event: AuditEvent | StatementRun): event is StatementRun {
-  return event.type === 'statement' && 'sql' in event;
-}
 
 async function start(): Promise<void> {
   store = await openAuditStore(settings.store);
@@ -73,6 +71,7 @@ async function start(): Promise<void> {
   const last = spooled.at(-1)?.records.at(-1);
   if (last && last.seq > (head?.seq ?? 0)) head = { seq: last.seq, hash: last.hash };
   chain = new ChainAppender(settings.chain, head);
+  inbox = new Inbox(chain, settings.redact);
   if (spooled.length > 0) {
     spooling = true;
     await replay();
@@ -97,10 +96,9 @@ const DAY_MS = 86_400_000;
 const PRUNE_INTERVAL_MS = 3_600_000;
 let pruning: NodeJS.Timeout | undefined;
 
-async function onBatch(events: readonly (AuditEvent | StatementRun)[]): Promise<void> {
-  const chained = chain.append(
-    events.map((event) => (isStatementRun(event) ? statementEvent(event, settings.redact) : event)),
-  );
+async function onBatch(batch: WireBatch): Promise<void> {
+  inbox.read(batch);
+  const chained = chain.take();
   if (spooling) {
     spool(chained);
     send({ type: 'done', count: chained.records.length, spooled: true });
@@ -205,7 +203,7 @@ let work: Promise<void> = start().catch((error: Error) => send({ type: 'fatal', 
 port.on('message', (message: ToWorker) => {
   work = work.then(async () => {
     try {
-      if (message.type === 'batch') await onBatch(message.events);
+      if (message.type === 'batch') for (const batch of message.batches) await onBatch(batch);
       else await close();
     } catch (error) {
       send({ type: 'fatal', error: (error as Error).message });

@@ -1,8 +1,11 @@
 /**
  * The audit writer on the event loop: sessions hand it events and never
  * wait. Events are gathered and sent to the audit worker thread in
- * batches, one batch in flight at a time, so a slow store makes batches
- * bigger rather than commits more frequent (group commit).
+ * batches, one send in flight at a time, so a slow store makes batches
+ * bigger rather than commits more frequent (group commit). Recording costs
+ * the event loop little: a statement is written into a batch's numbers and
+ * text at once (src/audit/wire.ts), and everything else about it (its ISO
+ * time, redaction, JSON, hashing) happens in the worker.
  *
  * The queue is bounded. When the store cannot take events (and the config
  * says fail closed), or when the queue is full, `refusal` says why, and the
@@ -12,6 +15,7 @@ import { Worker } from 'node:worker_threads';
 import type { StoreSpec } from '../store/open-audit.ts';
 import type { AuditEvent } from './events.ts';
 import type { StatementRun } from './statement.ts';
+import { Outbox } from './wire.ts';
 import type { FromWorker, ToWorker, WorkerSettings } from './worker.ts';
 
 export interface AuditRefusal {
@@ -60,7 +64,7 @@ export interface AuditStats {
 
 export class AuditWriter implements AuditSink {
   readonly statements = true;
-  private pending: (AuditEvent | StatementRun)[] = [];
+  private readonly pending = new Outbox();
   private inFlight = 0;
   private recorded = 0;
   private committed = 0;
@@ -160,10 +164,10 @@ export class AuditWriter implements AuditSink {
       this.dropped++;
       return;
     }
-    if (this.pending.length === 0) this.oldest.push(Date.now());
+    if (this.pending.size === 0) this.oldest.push(Date.now());
     // Busy, the worker keeps the process alive until its events are safe; idle, it does not.
     if (this.recorded === this.committed + this.spooled) this.worker.ref();
-    this.pending.push(event);
+    this.pending.add(event);
     this.recorded++;
     if (this.timer === undefined && this.inFlight === 0) {
       this.timer = setTimeout(this.send, this.options.flushMs ?? FLUSH_MS);
@@ -198,15 +202,14 @@ export class AuditWriter implements AuditSink {
 
   private readonly send = (): void => {
     this.timer = undefined;
-    if (this.pending.length === 0 || this.fatal !== undefined) return;
-    const events = this.pending;
-    this.pending = [];
-    this.inFlight += events.length;
-    this.post({ type: 'batch', events });
+    if (this.pending.size === 0 || this.fatal !== undefined) return;
+    this.inFlight += this.pending.size;
+    const { batches, transfer } = this.pending.take();
+    this.post({ type: 'batch', batches }, transfer);
   };
 
-  private post(message: ToWorker): void {
-    this.worker.postMessage(message);
+  private post(message: ToWorker, transfer: ArrayBuffer[] = []): void {
+    this.worker.postMessage(message, transfer);
   }
 
   private onWorker(message: FromWorker): void {
@@ -219,7 +222,7 @@ export class AuditWriter implements AuditSink {
         const safe = this.committed + this.spooled;
         while (this.waiters.length > 0 && this.waiters[0]!.upTo <= safe) this.waiters.shift()!.resolve();
         if (safe === this.recorded && !this.closed) this.worker.unref();
-        if (this.inFlight === 0 && this.pending.length > 0 && this.timer === undefined) this.send();
+        if (this.inFlight === 0 && this.pending.size > 0 && this.timer === undefined) this.send();
         return;
       }
       case 'failing':

@@ -9,13 +9,15 @@
  * texts, which clients chose) is printed with control characters escaped,
  * so that a crafted user name or statement cannot drive the operator's
  * terminal; `--json`, `export` and `access --json` print it as JSON or CSV,
- * faithfully.
+ * faithfully. A statement event is printed whole: the fields its stored
+ * template holds are filled in.
  */
 import { hostname, userInfo } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChainVerifier } from '../audit/chain.ts';
 import { type AdminAction, type AuditEvent, canonicalJson, type KeyChanged } from '../audit/events.ts';
 import { ChainAppender } from '../audit/records.ts';
+import { eventOf } from '../audit/templates.ts';
 import { loadConfig, type WardenConfig } from '../config/index.ts';
 import type { AccessQuery, AccessRow, AuditRecord, AuditStore, EventQuery } from '../store/audit.ts';
 import { openAuditStore } from '../store/open-audit.ts';
@@ -183,13 +185,9 @@ function clip(text: string, length: number): string {
 
 type Body = Record<string, unknown>;
 
+/** The stored event, a statement's template filled in (src/audit/templates.ts). */
 function parseBody(record: AuditRecord): Body | undefined {
-  try {
-    const body = JSON.parse(record.body) as unknown;
-    return body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Body) : undefined;
-  } catch {
-    return undefined;
-  }
+  return eventOf(record);
 }
 
 const str = (value: unknown): string => (value === null || value === undefined ? '' : String(value));
@@ -291,7 +289,12 @@ function csvRow(record: AuditRecord): string {
   return CSV_COLUMNS.map((column) => csvField(fields[column])).join(',');
 }
 
-/** The event as stored (canonical JSON) with its hash added: drop `hash` and re-canonicalise to check it. */
+/**
+ * The event as stored (canonical JSON) with its hash added: drop `hash` and
+ * re-canonicalise to check it. A statement that names a template has the
+ * template's fields filled in: drop those too for the stored body, and
+ * canonicalise them alone for the template, whose SHA-256 is `template`.
+ */
 function jsonlRow(record: AuditRecord): string {
   const body = parseBody(record);
   if (body === undefined) {
@@ -304,6 +307,12 @@ function jsonlRow(record: AuditRecord): string {
     });
   }
   return canonicalJson({ ...body, hash: record.hash });
+}
+
+/** The event as JSON, its template (if any) filled in; a damaged body as it is stored. */
+function eventJson(record: AuditRecord): string {
+  const event = parseBody(record);
+  return event === undefined ? record.body : canonicalJson(event);
 }
 
 // ---------------------------------------------------------------------------
@@ -351,7 +360,7 @@ export async function auditSearchCommand(options: SearchOptions): Promise<void> 
     let count = 0;
     for await (const record of store.events(query)) {
       if (++count > limit || out.broken) break;
-      await out.line(options.json ? record.body : eventLine(record));
+      await out.line(options.json ? eventJson(record) : eventLine(record));
     }
     if (count > limit) {
       err(`showing the first ${limit} matching events, oldest first; narrow with --since, or raise --limit`);

@@ -5,9 +5,12 @@
  *
  * A record is an event in its chain: the event's canonical JSON (`body`,
  * which the hash covers) and the fields searches need, copied out of it.
- * The table-access index is a rollup per hour kept in the same transaction
- * as the events it counts.
+ * A statement event's body names its statement template, which the store
+ * keeps once however many events name it, written in the same transaction
+ * as the first of them (src/audit/templates.ts). The table-access index is
+ * a rollup per hour kept in the same transaction as the events it counts.
  */
+import type { StatementTemplate } from '../audit/templates.ts';
 
 export interface AuditRecord {
   readonly chain: string;
@@ -17,11 +20,13 @@ export interface AuditRecord {
   readonly identity: string;
   readonly pipeline: string | null;
   readonly target: string | null;
-  /** Tables a statement touched, as `schema.table` or as written: for search by table. */
+  /** Tables a statement touched, as `schema.table` or as written: for search by table (its template's, if it has one). */
   readonly tables: readonly string[];
   /** Canonical JSON of the event, chain and seq included. */
   readonly body: string;
   readonly hash: string;
+  /** The statement template the body names, as stored; absent for events without one. */
+  readonly template?: StatementTemplate;
 }
 
 /** One row of the table-access index, summed over the hours a query covers. */

@@ -11,8 +11,13 @@
  *
  * Reads are paged (keyset pagination), so a large trail is never held in
  * memory whole, and no connection is held between pages.
+ *
+ * Statement templates (src/audit/templates.ts) are kept once each, keyed by
+ * their hash, in the same statement that appends the first event naming
+ * them; a templated event's tables are its template's.
  */
 import pg from 'pg';
+import type { StatementTemplate } from '../audit/templates.ts';
 import type {
   AccessDelta,
   AccessQuery,
@@ -76,13 +81,25 @@ const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (bucket, identity, pipeline, target, table_name, operation)
    );
    CREATE INDEX table_access_table ON table_access (table_name, bucket);`,
+  `CREATE TABLE audit_templates (
+     hash   text COLLATE "C" PRIMARY KEY,
+     body   text NOT NULL,
+     tables text[] COLLATE "C" NOT NULL DEFAULT '{}'
+   );
+   ALTER TABLE audit_events ADD COLUMN template text COLLATE "C";`,
 ];
 
 const EVENTS = `${SCHEMA}.audit_events`;
 const ANCHORS = `${SCHEMA}.audit_anchors`;
 const ACCESS = `${SCHEMA}.table_access`;
+const TEMPLATES = `${SCHEMA}.audit_templates`;
 
-const COLUMNS = 'chain, seq, at, type, identity, pipeline, target, tables, body, hash';
+const COLUMNS = 'chain, seq, at, type, identity, pipeline, target, tables, template, body, hash';
+/** A templated event's tables are its template's. */
+const TABLES = `CASE WHEN e.template IS NULL THEN e.tables ELSE coalesce(t.tables, '{}') END`;
+const SELECTED = `e.chain, e.seq, e.at, e.type, e.identity, e.pipeline, e.target, ${TABLES} AS tables,
+  e.body, e.hash, t.hash AS template_hash, t.body AS template_body`;
+const FROM = `${EVENTS} e LEFT JOIN ${TEMPLATES} t ON t.hash = e.template`;
 
 interface EventRow {
   chain: string;
@@ -95,6 +112,8 @@ interface EventRow {
   tables: string[];
   body: string;
   hash: string;
+  template_hash: string | null;
+  template_body: string | null;
 }
 
 interface AccessResultRow {
@@ -154,13 +173,18 @@ export class PostgresAuditStore implements AuditStore {
   async append(records: readonly AuditRecord[], access: readonly AccessDelta[]): Promise<void> {
     if (records.length === 0 && access.length === 0) return;
     // One statement is one transaction: a duplicate (chain, seq) fails the events' INSERT,
-    // and with it the whole statement, access rows included. One round trip per batch.
+    // and with it the whole statement, templates and access rows included. One round trip per batch.
+    const { rows, templates } = eventRows(records);
     await this.query(
-      `WITH events AS (
+      `WITH templates AS (
+         INSERT INTO ${TEMPLATES} (hash, body, tables)
+         SELECT hash, body, tables FROM json_to_recordset($3::json) AS r(hash text, body text, tables text[])
+         ON CONFLICT (hash) DO NOTHING
+       ), events AS (
          INSERT INTO ${EVENTS} (${COLUMNS})
          SELECT ${COLUMNS} FROM json_to_recordset($1::json) AS r(
            chain text, seq bigint, at text, type text, identity text, pipeline text, target text,
-           tables text[], body text, hash text)
+           tables text[], template text, body text, hash text)
        ), access AS (
          INSERT INTO ${ACCESS} AS a (bucket, identity, pipeline, target, table_name, operation,
                                    first_seen, last_seen, statements, rows, masked)
@@ -179,7 +203,7 @@ export class PostgresAuditStore implements AuditStore {
            masked     = ARRAY(SELECT DISTINCT m FROM unnest(a.masked || excluded.masked) AS m ORDER BY m)
        )
        SELECT 1`,
-      [JSON.stringify(records), JSON.stringify(mergeDeltas(access))],
+      [JSON.stringify(rows), JSON.stringify(mergeDeltas(access)), JSON.stringify(templates)],
     );
   }
 
@@ -194,10 +218,10 @@ export class PostgresAuditStore implements AuditStore {
       if (last !== undefined) {
         values.push(last.at, last.chain, last.seq);
         const n = values.length;
-        where.push(`(at, chain, seq) > ($${n - 2}, $${n - 1}, $${n})`);
+        where.push(`(e.at, e.chain, e.seq) > ($${n - 2}, $${n - 1}, $${n})`);
       }
       const { rows } = await this.query<EventRow>(
-        `SELECT ${COLUMNS} FROM ${EVENTS} ${whereOf(where)} ORDER BY at, chain, seq LIMIT ${page}`,
+        `SELECT ${SELECTED} FROM ${FROM} ${whereOf(where)} ORDER BY e.at, e.chain, e.seq LIMIT ${page}`,
         values,
       );
       for (const row of rows) {
@@ -213,11 +237,11 @@ export class PostgresAuditStore implements AuditStore {
     const chains = [...after.keys()];
     const seqs = [...after.values()];
     const { rows } = await this.query<EventRow>(
-      `SELECT ${COLUMNS} FROM ${EVENTS} e
+      `SELECT ${SELECTED} FROM ${FROM}
         WHERE e.chain <> ALL($1::text[])
            OR EXISTS (SELECT 1 FROM unnest($1::text[], $2::bigint[]) AS k(chain, seq)
                        WHERE k.chain = e.chain AND e.seq > k.seq)
-        ORDER BY at, chain, seq LIMIT $3`,
+        ORDER BY e.at, e.chain, e.seq LIMIT $3`,
       [chains, seqs, Math.max(0, Math.floor(limit))],
     );
     return rows.map(recordOf);
@@ -253,7 +277,7 @@ export class PostgresAuditStore implements AuditStore {
     let after = -1;
     for (;;) {
       const { rows } = await this.query<EventRow>(
-        `SELECT ${COLUMNS} FROM ${EVENTS} WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT ${PAGE}`,
+        `SELECT ${SELECTED} FROM ${FROM} WHERE e.chain = $1 AND e.seq > $2 ORDER BY e.seq LIMIT ${PAGE}`,
         [chain, after],
       );
       for (const row of rows) {
@@ -462,17 +486,17 @@ function eventFilter(query: EventQuery): { conditions: string[]; params: string[
     params.push(value);
     conditions.push(condition(`$${params.length}::text`));
   };
-  add((n) => `identity = ${n}`, query.identity);
-  add((n) => `pipeline = ${n}`, query.pipeline);
-  add((n) => `target = ${n}`, query.target);
-  add((n) => `type = ${n}`, query.type);
-  add((n) => `at >= ${n}`, query.since);
-  add((n) => `at < ${n}`, query.until);
+  add((n) => `e.identity = ${n}`, query.identity);
+  add((n) => `e.pipeline = ${n}`, query.pipeline);
+  add((n) => `e.target = ${n}`, query.target);
+  add((n) => `e.type = ${n}`, query.type);
+  add((n) => `e.at >= ${n}`, query.since);
+  add((n) => `e.at < ${n}`, query.until);
   // A bare name matches the table in any schema.
   add(
     (n) =>
-      `(${n} = ANY(tables) OR EXISTS (SELECT 1 FROM unnest(tables) AS t(name)
-                                      WHERE right(t.name, length(${n}) + 1) = '.' || ${n}))`,
+      `(${n} = ANY(${TABLES}) OR EXISTS (SELECT 1 FROM unnest(${TABLES}) AS u(name)
+                                      WHERE right(u.name, length(${n}) + 1) = '.' || ${n}))`,
     query.table,
   );
   return { conditions, params };
@@ -483,7 +507,7 @@ function whereOf(conditions: readonly string[]): string {
 }
 
 function recordOf(row: EventRow): AuditRecord {
-  return {
+  const record = {
     chain: row.chain,
     seq: Number(row.seq),
     at: row.at,
@@ -495,6 +519,32 @@ function recordOf(row: EventRow): AuditRecord {
     body: row.body,
     hash: row.hash,
   };
+  if (row.template_hash === null || row.template_body === null) return record;
+  const template = { hash: row.template_hash, body: row.template_body, tables: row.tables };
+  return { ...record, template };
+}
+
+/** The events' rows as the append statement reads them, and the templates they name, each once. */
+function eventRows(records: readonly AuditRecord[]): { rows: object[]; templates: StatementTemplate[] } {
+  const templates = new Map<string, StatementTemplate>();
+  const rows = records.map((r) => {
+    const { template } = r;
+    if (template !== undefined) templates.set(template.hash, template);
+    return {
+      chain: r.chain,
+      seq: r.seq,
+      at: r.at,
+      type: r.type,
+      identity: r.identity,
+      pipeline: r.pipeline,
+      target: r.target,
+      tables: template === undefined ? r.tables : [],
+      template: template?.hash ?? null,
+      body: r.body,
+      hash: r.hash,
+    };
+  });
+  return { rows, templates: [...templates.values()] };
 }
 
 /** The passwords in the URL (what no message may show), and the URL as a message may show it. */

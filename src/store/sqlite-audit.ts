@@ -2,7 +2,16 @@
  * The audit store in the embedded SQLite database. better-sqlite3 is
  * synchronous: Warden calls it from the audit worker thread, never from the
  * event loop that serves sessions.
+ *
+ * Writing is the audit worker's main cost, so a row is kept narrow: a
+ * templated statement's row holds its body (which names its template) and
+ * the columns searches filter on; its template is stored once, in
+ * audit_templates, and its tables are read from there. Rows go in by
+ * ROWS_PER_INSERT per INSERT, to spend less per row on each call.
+ * Templates are never deleted (a prune keeps them): they are few and small,
+ * and every writer may still name the ids it has seen.
  */
+import type { StatementTemplate } from '../audit/templates.ts';
 import type {
   AccessDelta,
   AccessQuery,
@@ -25,23 +34,49 @@ interface EventRow {
   tables: string | null;
   body: string;
   hash: string;
+  templateHash: string | null;
+  templateBody: string | null;
 }
 
-const COLUMNS = 'chain, seq, at, type, identity, pipeline, target, tables, body, hash';
+const INSERTED = 'chain, seq, at, type, identity, pipeline, target, tables, template, body, hash';
+const PARAMS = 11;
+const ROWS_PER_INSERT = 50;
+
+/** A templated event's tables are its template's. */
+const TABLES = 'CASE WHEN e.template IS NULL THEN e.tables ELSE t.tables END';
+const SELECTED = `e.chain, e.seq, e.at, e.type, e.identity, e.pipeline, e.target, ${TABLES} AS tables,
+  e.body, e.hash, t.hash AS templateHash, t.body AS templateBody`;
+const FROM = 'audit_events e LEFT JOIN audit_templates t ON t.id = e.template';
+
+/** Template ids remembered, by hash, before the memory starts over. */
+const TEMPLATES_KEPT = 50_000;
 
 export class SqliteAuditStore implements AuditStore {
-  private readonly insertEvent;
+  private readonly insertRows;
+  private readonly insertRow;
+  private readonly insertTemplate;
+  private readonly templateId;
   private readonly upsertAccess;
   private readonly accessMasked;
   private readonly appendAll;
+  /** Template ids by hash: those committed, and those the transaction under way added. */
+  private readonly templates = new Map<string, number>();
+  private added = new Map<string, number>();
+  private readonly params = new Array<unknown>(PARAMS * ROWS_PER_INSERT);
 
   constructor(
     private readonly db: Db,
     private readonly onClose: () => void = () => {},
   ) {
-    this.insertEvent = db.prepare(
-      `INSERT INTO audit_events (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    const row = `(${Array(PARAMS).fill('?').join(', ')})`;
+    this.insertRows = db.prepare(
+      `INSERT INTO audit_events (${INSERTED}) VALUES ${Array(ROWS_PER_INSERT).fill(row).join(', ')}`,
     );
+    this.insertRow = db.prepare(`INSERT INTO audit_events (${INSERTED}) VALUES ${row}`);
+    this.insertTemplate = db.prepare(
+      'INSERT INTO audit_templates (hash, body, tables) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING',
+    );
+    this.templateId = db.prepare('SELECT id FROM audit_templates WHERE hash = ?').pluck();
     this.upsertAccess = db.prepare(
       `INSERT INTO table_access (bucket, identity, pipeline, target, table_name, operation,
                                  first_seen, last_seen, statements, rows, masked)
@@ -59,42 +94,67 @@ export class SqliteAuditStore implements AuditStore {
         WHERE bucket = ? AND identity = ? AND pipeline = ? AND target = ? AND table_name = ? AND operation = ?`,
     );
     this.appendAll = db.transaction((records: readonly AuditRecord[], access: readonly AccessDelta[]) => {
-      for (const r of records) {
-        this.insertEvent.run(
-          r.chain,
-          r.seq,
-          r.at,
-          r.type,
-          r.identity,
-          r.pipeline,
-          r.target,
-          r.tables.length > 0 ? `,${r.tables.join(',')},` : null,
-          r.body,
-          r.hash,
-        );
-      }
-      for (const a of access) {
-        const key = [a.bucket, a.identity, a.pipeline, a.target, a.table, a.operation] as const;
-        let masked = a.masked;
-        if (masked.length > 0) {
-          const before = this.accessMasked.get(...key) as { masked: string } | undefined;
-          if (before) masked = maskedList(`${before.masked},${masked.join(',')}`);
-        }
-        this.upsertAccess.run(
-          a.bucket,
-          a.identity,
-          a.pipeline,
-          a.target,
-          a.table,
-          a.operation,
-          a.firstSeen,
-          a.lastSeen,
-          a.statements,
-          a.rows,
-          masked.join(','),
-        );
-      }
+      this.insertRecords(records);
+      for (const a of access) this.addAccess(a);
     });
+  }
+
+  async append(records: readonly AuditRecord[], access: readonly AccessDelta[]): Promise<void> {
+    this.added = new Map();
+    this.appendAll.immediate(records, access);
+    // Committed: the ids it added are now safe to name (a rolled-back transaction's are not).
+    if (this.templates.size + this.added.size > TEMPLATES_KEPT) this.templates.clear();
+    for (const [hash, id] of this.added) this.templates.set(hash, id);
+  }
+
+  private insertRecords(records: readonly AuditRecord[]): void {
+    const { params } = this;
+    let i = 0;
+    for (; i + ROWS_PER_INSERT <= records.length; i += ROWS_PER_INSERT) {
+      for (let k = 0; k < ROWS_PER_INSERT; k++) this.bind(records[i + k]!, k * PARAMS);
+      this.insertRows.run(params);
+    }
+    for (; i < records.length; i++) {
+      this.bind(records[i]!, 0);
+      this.insertRow.run(params.slice(0, PARAMS));
+    }
+  }
+
+  /** A record's parameters, in INSERTED's order, at `at` in params. */
+  private bind(r: AuditRecord, at: number): void {
+    const { params } = this;
+    params[at] = r.chain;
+    params[at + 1] = r.seq;
+    params[at + 2] = r.at;
+    params[at + 3] = r.type;
+    params[at + 4] = r.identity;
+    params[at + 5] = r.pipeline;
+    params[at + 6] = r.target;
+    params[at + 7] = r.template === undefined ? tablesText(r.tables) : null;
+    params[at + 8] = r.template === undefined ? null : this.idOf(r.template);
+    params[at + 9] = r.body;
+    params[at + 10] = r.hash;
+  }
+
+  /** The id of a template, stored now if the store has never seen it. */
+  private idOf(template: StatementTemplate): number {
+    let id = this.templates.get(template.hash) ?? this.added.get(template.hash);
+    if (id === undefined) {
+      this.insertTemplate.run(template.hash, template.body, tablesText(template.tables));
+      id = this.templateId.get(template.hash) as number;
+      this.added.set(template.hash, id);
+    }
+    return id;
+  }
+
+  private addAccess(a: AccessDelta): void {
+    const key = [a.bucket, a.identity, a.pipeline, a.target, a.table, a.operation] as const;
+    let masked = a.masked;
+    if (masked.length > 0) {
+      const before = this.accessMasked.get(...key) as { masked: string } | undefined;
+      if (before) masked = maskedList(`${before.masked},${masked.join(',')}`);
+    }
+    this.upsertAccess.run(...key, a.firstSeen, a.lastSeen, a.statements, a.rows, masked.join(','));
   }
 
   async head(chain: string): Promise<ChainHead | undefined> {
@@ -104,27 +164,23 @@ export class SqliteAuditStore implements AuditStore {
     return row ?? this.anchor(chain);
   }
 
-  async append(records: readonly AuditRecord[], access: readonly AccessDelta[]): Promise<void> {
-    this.appendAll.immediate(records, access);
-  }
-
   async *events(query: EventQuery): AsyncIterable<AuditRecord> {
     const { where, params } = eventFilter(query);
     const limit = query.limit === undefined ? '' : ` LIMIT ${Math.max(0, Math.floor(query.limit))}`;
     const statement = this.db.prepare(
-      `SELECT ${COLUMNS} FROM audit_events ${where} ORDER BY at, chain, seq${limit}`,
+      `SELECT ${SELECTED} FROM ${FROM} ${where} ORDER BY e.at, e.chain, e.seq${limit}`,
     );
     for (const row of statement.iterate(...params) as Iterable<EventRow>) yield recordOf(row);
   }
 
   async eventsAfter(after: ReadonlyMap<string, number>, limit: number): Promise<AuditRecord[]> {
     const known = [...after];
-    const newer = known.map(() => '(chain = ? AND seq > ?)');
-    const unknown = known.length > 0 ? `chain NOT IN (${known.map(() => '?').join(', ')})` : '1';
+    const newer = known.map(() => '(e.chain = ? AND e.seq > ?)');
+    const unknown = known.length > 0 ? `e.chain NOT IN (${known.map(() => '?').join(', ')})` : '1';
     const rows = this.db
       .prepare(
-        `SELECT ${COLUMNS} FROM audit_events WHERE ${[...newer, unknown].join(' OR ')}
-         ORDER BY at, chain, seq LIMIT ?`,
+        `SELECT ${SELECTED} FROM ${FROM} WHERE ${[...newer, unknown].join(' OR ')}
+         ORDER BY e.at, e.chain, e.seq LIMIT ?`,
       )
       .all(...known.flat(), ...known.map(([chain]) => chain), limit) as EventRow[];
     return rows.map(recordOf);
@@ -144,7 +200,7 @@ export class SqliteAuditStore implements AuditStore {
   }
 
   async *chainRecords(chain: string): AsyncIterable<AuditRecord> {
-    const statement = this.db.prepare(`SELECT ${COLUMNS} FROM audit_events WHERE chain = ? ORDER BY seq`);
+    const statement = this.db.prepare(`SELECT ${SELECTED} FROM ${FROM} WHERE e.chain = ? ORDER BY e.seq`);
     for (const row of statement.iterate(chain) as Iterable<EventRow>) yield recordOf(row);
   }
 
@@ -223,22 +279,22 @@ function filters() {
 
 function eventFilter(query: EventQuery): { where: string; params: string[] } {
   const { conditions, params, add } = filters();
-  add('identity = ?', query.identity);
-  add('pipeline = ?', query.pipeline);
-  add('target = ?', query.target);
-  add('type = ?', query.type);
-  add('at >= ?', query.since);
-  add('at < ?', query.until);
+  add('e.identity = ?', query.identity);
+  add('e.pipeline = ?', query.pipeline);
+  add('e.target = ?', query.target);
+  add('e.type = ?', query.type);
+  add('e.at >= ?', query.since);
+  add('e.at < ?', query.until);
   if (query.table !== undefined) {
     // Stored as ",schema.table,": a bare name matches it in any schema.
-    conditions.push('(instr(tables, ?) > 0 OR instr(tables, ?) > 0)');
+    conditions.push(`(instr(${TABLES}, ?) > 0 OR instr(${TABLES}, ?) > 0)`);
     params.push(`,${query.table},`, `.${query.table},`);
   }
   return { where: conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '', params };
 }
 
 function recordOf(row: EventRow): AuditRecord {
-  return {
+  const record = {
     chain: row.chain,
     seq: row.seq,
     at: row.at,
@@ -246,10 +302,22 @@ function recordOf(row: EventRow): AuditRecord {
     identity: row.identity,
     pipeline: row.pipeline,
     target: row.target,
-    tables: row.tables === null ? [] : row.tables.slice(1, -1).split(','),
+    tables: tablesOf(row.tables),
     body: row.body,
     hash: row.hash,
   };
+  if (row.templateHash === null || row.templateBody === null) return record;
+  const template = { hash: row.templateHash, body: row.templateBody, tables: record.tables };
+  return { ...record, template };
+}
+
+/** Tables as stored, ",a,b,", so that instr finds ",name," whole; null for none. */
+function tablesText(tables: readonly string[]): string | null {
+  return tables.length > 0 ? `,${tables.join(',')},` : null;
+}
+
+function tablesOf(text: string | null): string[] {
+  return text === null ? [] : text.slice(1, -1).split(',');
 }
 
 /** Masked column names, each once. */

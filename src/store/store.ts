@@ -72,6 +72,15 @@ const MIGRATIONS: readonly string[] = [
   // read the time range they are given (the table-access index answers who touched what).
   `DROP INDEX audit_events_identity;
    DROP INDEX audit_events_pipeline;`,
+  // Statement templates (src/audit/templates.ts), each stored once: a templated statement event
+  // names its template's id, and its tables are the template's (its own tables column stays null).
+  `CREATE TABLE audit_templates (
+     id     INTEGER PRIMARY KEY,
+     hash   TEXT NOT NULL UNIQUE,
+     body   TEXT NOT NULL,
+     tables TEXT
+   );
+   ALTER TABLE audit_events ADD COLUMN template INTEGER;`,
 ];
 
 export class StoreError extends Error {

@@ -14,6 +14,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { ChainVerifier } from '../../src/audit/chain.ts';
 import type { AuditEvent } from '../../src/audit/events.ts';
+import { eventOf } from '../../src/audit/templates.ts';
 import { AuditWriter } from '../../src/audit/writer.ts';
 import { SqliteAuditStore } from '../../src/store/sqlite-audit.ts';
 import { openStore } from '../../src/store/store.ts';
@@ -56,7 +57,7 @@ async function storedTrail(dataDir: string): Promise<{ events: AuditEvent[]; tex
       assert.equal(verifier.problem, undefined, verifier.problem?.message);
     }
     const events: AuditEvent[] = [];
-    for await (const record of audit.events({})) events.push(JSON.parse(record.body) as AuditEvent);
+    for await (const record of audit.events({})) events.push(eventOf(record) as unknown as AuditEvent);
     const texts = events.flatMap((event) => (event.type === 'statement' && event.text ? [event.text] : []));
     return { events, texts };
   } finally {

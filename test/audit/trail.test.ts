@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { ChainVerifier } from '../../src/audit/chain.ts';
 import type { AuditEvent, StatementEvent } from '../../src/audit/events.ts';
+import { eventOf } from '../../src/audit/templates.ts';
 import { SqliteAuditStore } from '../../src/store/sqlite-audit.ts';
 import { openStore } from '../../src/store/store.ts';
 import { connectError, seededWarden } from '../proxy/support.ts';
@@ -47,7 +48,7 @@ describe('the audit trail, through real clients', { timeout: 120_000 }, () => {
     await env.warden.server.audit!.flush();
     const audit = new SqliteAuditStore(store.db);
     const out: Stored[] = [];
-    for await (const record of audit.events({})) out.push(JSON.parse(record.body) as Stored);
+    for await (const record of audit.events({})) out.push(eventOf(record) as unknown as Stored);
     return out;
   }
 

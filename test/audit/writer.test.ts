@@ -11,6 +11,7 @@ import { ChainVerifier } from '../../src/audit/chain.ts';
 import type { AuditEvent } from '../../src/audit/events.ts';
 import { ChainAppender } from '../../src/audit/records.ts';
 import type { StatementRun } from '../../src/audit/statement.ts';
+import { eventOf } from '../../src/audit/templates.ts';
 import { AuditWriter, type AuditWriterOptions } from '../../src/audit/writer.ts';
 import { SqliteAuditStore } from '../../src/store/sqlite-audit.ts';
 import { openStore } from '../../src/store/store.ts';
@@ -79,7 +80,7 @@ describe('the audit writer', { timeout: 60_000 }, () => {
       const details: string[] = [];
       const texts: (string | null)[] = [];
       for await (const record of audit.events({})) {
-        const event = JSON.parse(record.body) as AuditEvent;
+        const event = eventOf(record) as unknown as AuditEvent;
         if (event.type === 'admin') details.push(event.detail);
         if (event.type === 'statement') texts.push(event.text);
       }

@@ -21,6 +21,7 @@ import {
   type StatementEvent,
 } from '../../src/audit/events.ts';
 import { ChainAppender } from '../../src/audit/records.ts';
+import { eventOf, TEMPLATE_FIELDS, templateHash } from '../../src/audit/templates.ts';
 import { operator, recordAdminEvent } from '../../src/cli/audit.ts';
 import { loadConfig } from '../../src/config/index.ts';
 import type { AuditRecord } from '../../src/store/audit.ts';
@@ -370,6 +371,23 @@ describe('warden audit verify', { timeout: 120_000 }, () => {
     assert.match(result.stdout, /^chain warden-a: the event stored as warden-a #2 says it is warden-a #3$/m);
   });
 
+  it('names the first event of an edited statement template', async () => {
+    const result = await tampered((db) => {
+      const changed = db
+        .prepare(
+          `UPDATE audit_templates SET body = replace(body, 'UPDATE public.orders', 'UPDATE public.invoices') WHERE instr(body, 'UPDATE public.orders') > 0`,
+        )
+        .run().changes;
+      assert.equal(changed, 1);
+    });
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stdout,
+      /^chain warden-a: event 3's statement template does not match its hash: the template was edited$/m,
+    );
+    assert.match(result.stdout, /^chain warden-b: 3 events verified$/m);
+  });
+
   it('names a searched column that no longer says what the hashed event says', async () => {
     const result = await tampered((db) => {
       db.prepare(`UPDATE audit_events SET identity = 'bob' WHERE chain = 'warden-b' AND seq = 2`).run();
@@ -383,6 +401,8 @@ describe('warden audit verify', { timeout: 120_000 }, () => {
 describe('warden audit search, export, tail and access', { timeout: 120_000 }, () => {
   let world: World;
   let bodies: Map<string, string>;
+  /** Each event as readers see it: a statement's template filled in. */
+  let events: Map<string, string>;
 
   before(async () => {
     world = await makeWorld();
@@ -394,6 +414,15 @@ describe('warden audit search, export, tail and access', { timeout: 120_000 }, (
       }[];
       return new Map(rows.map((row) => [`${row.chain}#${row.seq}`, row.body]));
     });
+    const opened = openStore(world.dataDir);
+    try {
+      events = new Map();
+      for await (const record of new SqliteAuditStore(opened.db).events({})) {
+        events.set(`${record.chain}#${record.seq}`, canonicalJson(eventOf(record)));
+      }
+    } finally {
+      opened.close();
+    }
   });
 
   const search = (...args: string[]) => warden(['audit', 'search', '-c', world.file, ...args]);
@@ -470,15 +499,20 @@ describe('warden audit search, export, tail and access', { timeout: 120_000 }, (
     assert.match(result.stderr, /showing the first 2 matching events/);
   });
 
-  it('--json prints each stored event body, one per line', async () => {
+  it('--json prints each event whole, one per line', async () => {
     const result = await search('--json', '--identity', 'etl');
     assert.equal(result.code, 0, result.stderr);
     const printed = lines(result.stdout);
-    assert.deepEqual(printed, [bodies.get('warden-b#1'), bodies.get('warden-b#2')]);
+    assert.deepEqual(printed, [events.get('warden-b#1'), events.get('warden-b#2')]);
     const event = JSON.parse(printed[0]!) as StatementEvent & { chain: string; seq: number };
     assert.equal(event.chain, 'warden-b');
     assert.equal(event.seq, 1);
     assert.deepEqual(event.masked, ['email', 'phone']);
+    // The fields its stored template holds, filled in.
+    assert.equal(event.text, 'SELECT email, phone FROM public.customers');
+    assert.deepEqual(event.tables, [{ table: 'public.customers', operation: 'select' }]);
+    const login = JSON.parse(lines((await search('--json', '--type', 'login.failed')).stdout)[0]!);
+    assert.equal(canonicalJson(login), bodies.get('warden-b#3'), 'other events print as stored');
   });
 
   it('refuses a bad time, limit or type with exit code 2 and an example', async () => {
@@ -520,12 +554,21 @@ describe('warden audit search, export, tail and access', { timeout: 120_000 }, (
           ).map((row) => [`${row.chain}#${row.seq}`, row.hash]),
         ),
     );
+    let templated = 0;
     for (const { hash, ...event } of exported) {
       const id = `${String(event.chain)}#${String(event.seq)}`;
       assert.equal(hash, hashes.get(id));
-      // Without its hash, the exported object is the stored body again.
-      assert.equal(canonicalJson(event), bodies.get(id));
+      // Without its hash (and its template's fields, which hash to its template), the stored body again.
+      const stored: Record<string, unknown> = { ...event };
+      if (typeof event.template === 'string') {
+        const template = Object.fromEntries(TEMPLATE_FIELDS.map((field) => [field, event[field]]));
+        assert.equal(templateHash(canonicalJson(template)), event.template);
+        for (const field of TEMPLATE_FIELDS) delete stored[field];
+        templated++;
+      }
+      assert.equal(canonicalJson(stored), bodies.get(id));
     }
+    assert.equal(templated, 4, 'every statement names its template');
     assert.equal(exported[1]!.text, TRICKY);
   });
 

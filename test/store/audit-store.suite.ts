@@ -5,24 +5,26 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { ChainVerifier, linkHash } from '../../src/audit/chain.ts';
-import type {
-  AdminAction,
-  AuditEvent,
-  ConnectionClosed,
-  ConnectionOpened,
-  LoginFailed,
-  StatementEvent,
+import { ChainVerifier, GENESIS, linkHash } from '../../src/audit/chain.ts';
+import {
+  type AdminAction,
+  type AuditEvent,
+  type ConnectionClosed,
+  type ConnectionOpened,
+  canonicalJson,
+  type LoginFailed,
+  type StatementEvent,
 } from '../../src/audit/events.ts';
 import { ChainAppender } from '../../src/audit/records.ts';
+import { templateHash } from '../../src/audit/templates.ts';
 import type { AccessDelta, AccessRow, AuditRecord, AuditStore } from '../../src/store/audit.ts';
 
 export interface OpenedStore {
   readonly store: AuditStore;
   /**
    * Runs raw SQL against the store's own database, as an attacker with
-   * write access would: tables unqualified (audit_events, audit_anchors,
-   * table_access), parameters written $1, $2...
+   * write access would: tables unqualified (audit_events, audit_templates,
+   * audit_anchors, table_access), parameters written $1, $2...
    */
   tamper(sql: string, params?: readonly unknown[]): Promise<void>;
   /** Closes the store (if the test did not) and removes everything it stored. */
@@ -114,6 +116,60 @@ function loginFailed(fields: Fields<LoginFailed> = {}): LoginFailed {
 
 function admin(fields: Fields<AdminAction> = {}): AdminAction {
   return { type: 'admin', at: minute(0), identity: 'ops', action: 'reload', detail: 'by hand', ...fields };
+}
+
+/**
+ * Records as Warden wrote them before statement templates: every event's
+ * whole canonical JSON is its body. For the tests that open such a store.
+ */
+export function legacyRecords(chain: string, events: readonly AuditEvent[]): AuditRecord[] {
+  let previous = GENESIS;
+  return events.map((event, i) => {
+    const seq = i + 1;
+    const body = canonicalJson({ ...event, chain, seq });
+    previous = linkHash(previous, body);
+    return {
+      chain,
+      seq,
+      at: event.at,
+      type: event.type,
+      identity: event.identity,
+      pipeline: 'pipeline' in event ? event.pipeline : null,
+      target: 'target' in event ? event.target : null,
+      tables: event.type === 'statement' ? [...new Set(event.tables.map((t) => t.table))] : [],
+      body,
+      hash: previous,
+    };
+  });
+}
+
+/** Events of every kind, as a store written before statement templates holds them. */
+export const LEGACY_EVENTS: readonly AuditEvent[] = [
+  opened({ at: minute(0) }),
+  statement({ at: minute(1), tables: [{ table: 'public.orders', operation: 'select' }] }),
+  admin({ at: minute(2) }),
+];
+
+/**
+ * Checks a store that held LEGACY_EVENTS in chain 'old' when it was
+ * migrated: they read and verify as they were, and the chain goes on with
+ * templated statements.
+ */
+export async function checkMigratedStore(store: AuditStore): Promise<void> {
+  const legacy = legacyRecords('old', LEGACY_EVENTS);
+  assert.deepEqual(await collect(store.chainRecords('old')), legacy);
+  const more = await write(store, 'old', [
+    statement({ at: minute(3), tables: [{ table: 'orders', operation: 'update' }] }),
+  ]);
+  assert.equal(more.records[0]?.seq, 4);
+  assert.ok(more.records[0]?.template, 'new statements are templated');
+  const verifier = await verify(store, 'old');
+  assert.deepEqual([verifier.problem, verifier.checked], [undefined, 4]);
+  assert.deepEqual(ids(await collect(store.events({ table: 'orders' }))), ['old#2', 'old#4']);
+  assert.deepEqual(ids(await collect(store.events({ identity: 'alice', type: 'statement' }))), [
+    'old#2',
+    'old#4',
+  ]);
 }
 
 /** Chains events after the chain's head and appends them in one batch, as the audit worker does. */
@@ -236,6 +292,30 @@ export function auditStoreSuite(name: string, open: () => Promise<OpenedStore>):
         assert.deepEqual(withTwoTables.tables, ['sales.orders', 'public.customers']);
         const action = stored.find((r) => r.type === 'admin')!;
         assert.deepEqual([action.pipeline, action.target, action.tables], [null, null, []]);
+      });
+
+      it('stores a statement as a body that names its template, and the template with it', async () => {
+        await seedTrail(store);
+        const stored = await collect(store.events({}));
+        const statements = stored.filter((r) => r.type === 'statement');
+        assert.equal(statements.length, 5);
+        for (const record of statements) {
+          const body = JSON.parse(record.body) as Record<string, unknown>;
+          assert.equal(body.text, undefined, 'the text is in the template, not in each body');
+          assert.equal(body.template, record.template?.hash);
+          assert.equal(templateHash(record.template!.body), record.template!.hash);
+          assert.deepEqual(record.tables, record.template!.tables);
+        }
+        const others = stored.filter((r) => r.type !== 'statement');
+        for (const record of others) assert.equal(record.template, undefined);
+        const [first] = await write(store, 'w2', [
+          statement({ at: minute(9), identity: 'carol', pipeline: 'etl', session: 's4', rows: 7 }),
+        ]).then((batch) => batch.records);
+        assert.equal(
+          first!.template?.hash,
+          statements.find((r) => r.chain === 'w2')!.template?.hash,
+          'another execution of a statement, by the same identity, names the same template',
+        );
       });
 
       it('accepts an empty batch', async () => {
@@ -784,6 +864,74 @@ export function auditStoreSuite(name: string, open: () => Promise<OpenedStore>):
         await move(-1, 3);
         const { problem } = await verify(store, 'v');
         assert.deepEqual([problem?.kind, problem?.seq], ['reordered', 2]);
+      });
+
+      it('detects an edited statement template, at the first event of each chain that names it', async () => {
+        const records = await seedChain();
+        const named = (seq: number) => JSON.parse(records[seq - 1]!.body).template as string;
+        assert.equal(named(2), named(4), 'executions of one statement share a template');
+        assert.notEqual(named(2), named(3));
+        await subject.tamper(
+          `UPDATE audit_templates SET body = replace(body, 'SELECT *', 'SELECT id') WHERE body LIKE $1`,
+          ['%public.orders%'],
+        );
+        const stored = (await collect(store.chainRecords('v')))[1]!;
+        assert.match(stored.template?.body ?? '', /SELECT id FROM orders/, 'the tamper took');
+        const { problem } = await verify(store, 'v');
+        assert.deepEqual([problem?.kind, problem?.seq], ['edited', 2]);
+        assert.match(problem?.message ?? '', /statement template does not match its hash/);
+        const other = (await verify(store, 'other')).problem;
+        assert.deepEqual([other?.kind, other?.seq], ['edited', 1]);
+      });
+
+      it('detects a template edited and re-hashed in place', async () => {
+        await seedChain();
+        const [record] = await collect(store.events({ table: 'public.orders' }));
+        const body = record!.template!.body.replace('"select"', '"update"');
+        assert.notEqual(body, record!.template!.body);
+        await subject.tamper('UPDATE audit_templates SET body = $1, hash = $2 WHERE hash = $3', [
+          body,
+          templateHash(body),
+          record!.template!.hash,
+        ]);
+        const { problem } = await verify(store, 'v');
+        assert.deepEqual([problem?.kind, problem?.seq], ['edited', 2]);
+      });
+
+      it("detects a template's tables column the template disagrees with", async () => {
+        await seedChain();
+        await subject.tamper(
+          `UPDATE audit_templates SET tables = (SELECT tables FROM audit_templates WHERE body LIKE $1)
+            WHERE body LIKE $2`,
+          ['%"delete"%', '%public.orders%'],
+        );
+        assert.deepEqual(
+          ids(await collect(store.events({ table: 'public.orders' }))),
+          [],
+          'the tamper hid the statements from a search',
+        );
+        const { problem } = await verify(store, 'v');
+        assert.deepEqual([problem?.kind, problem?.seq], ['edited', 2]);
+        assert.match(problem?.message ?? '', /tables column differs/);
+      });
+
+      it('detects an event pointed at another template', async () => {
+        await seedChain();
+        await subject.tamper(
+          `UPDATE audit_events SET template = (SELECT template FROM audit_events WHERE chain = $1 AND seq = $2)
+            WHERE chain = $1 AND seq = $3`,
+          ['v', 3, 4],
+        );
+        const { problem } = await verify(store, 'v');
+        assert.deepEqual([problem?.kind, problem?.seq], ['edited', 4]);
+      });
+
+      it('detects a deleted template', async () => {
+        await seedChain();
+        await subject.tamper('DELETE FROM audit_templates WHERE body LIKE $1', ['%"delete"%']);
+        const { problem } = await verify(store, 'v');
+        assert.deepEqual([problem?.kind, problem?.seq], ['edited', 3]);
+        assert.match(problem?.message ?? '', /statement template is missing/);
       });
 
       it('detects an event moved from another chain', async () => {

@@ -10,7 +10,32 @@ import {
   type TestDatabase,
   type TestServer,
 } from '../fixtures/postgres.ts';
-import { auditStoreSuite } from './audit-store.suite.ts';
+import { auditStoreSuite, checkMigratedStore, LEGACY_EVENTS, legacyRecords } from './audit-store.suite.ts';
+
+/** The audit schema as version 1 (before statement templates) left it. */
+const VERSION_1 = `
+  CREATE SCHEMA warden_audit;
+  CREATE TABLE warden_audit.schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+  INSERT INTO warden_audit.schema_migrations (version) VALUES (1);
+  CREATE TABLE warden_audit.audit_events (
+    chain text COLLATE "C" NOT NULL, seq bigint NOT NULL, at text COLLATE "C" NOT NULL,
+    type text COLLATE "C" NOT NULL, identity text COLLATE "C" NOT NULL, pipeline text COLLATE "C",
+    target text COLLATE "C", tables text[] COLLATE "C" NOT NULL DEFAULT '{}', body text NOT NULL,
+    hash text NOT NULL, PRIMARY KEY (chain, seq)
+  );
+  CREATE INDEX audit_events_at ON warden_audit.audit_events (at, chain, seq);
+  CREATE INDEX audit_events_identity ON warden_audit.audit_events (identity, at);
+  CREATE INDEX audit_events_pipeline ON warden_audit.audit_events (pipeline, at) WHERE pipeline IS NOT NULL;
+  CREATE TABLE warden_audit.audit_anchors (chain text COLLATE "C" PRIMARY KEY, seq bigint NOT NULL, hash text NOT NULL);
+  CREATE TABLE warden_audit.table_access (
+    bucket text COLLATE "C" NOT NULL, identity text COLLATE "C" NOT NULL, pipeline text COLLATE "C" NOT NULL,
+    target text COLLATE "C" NOT NULL, table_name text COLLATE "C" NOT NULL, operation text COLLATE "C" NOT NULL,
+    first_seen text COLLATE "C" NOT NULL, last_seen text COLLATE "C" NOT NULL, statements bigint NOT NULL,
+    rows bigint NOT NULL, masked text[] COLLATE "C" NOT NULL DEFAULT '{}',
+    PRIMARY KEY (bucket, identity, pipeline, target, table_name, operation)
+  );
+  CREATE INDEX table_access_table ON warden_audit.table_access (table_name, bucket);
+`;
 
 interface Setup {
   readonly server: TestServer;
@@ -91,7 +116,7 @@ describe('the PostgreSQL audit store', { timeout: 120_000 }, () => {
         );
         assert.deepEqual(
           rows.map((row) => row.version),
-          [1],
+          [1, 2],
         );
       } finally {
         await client.end();
@@ -107,6 +132,31 @@ describe('the PostgreSQL audit store', { timeout: 120_000 }, () => {
     }
   });
 
+  it('opens a store written before statement templates: its events verify, and its chains go on', async () => {
+    const { url } = await setup();
+    await dropSchema();
+    const client = await connect();
+    try {
+      await client.query(VERSION_1);
+      for (const r of legacyRecords('old', LEGACY_EVENTS)) {
+        await client.query(
+          `INSERT INTO warden_audit.audit_events (chain, seq, at, type, identity, pipeline, target, tables, body, hash)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+          [r.chain, r.seq, r.at, r.type, r.identity, r.pipeline, r.target, r.tables, r.body, r.hash],
+        );
+      }
+      const store = await PostgresAuditStore.open(url);
+      try {
+        await checkMigratedStore(store);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await client.end();
+      await dropSchema();
+    }
+  });
+
   it('refuses a schema newer than this Warden', async () => {
     const { url } = await setup();
     await (await PostgresAuditStore.open(url)).close();
@@ -115,7 +165,7 @@ describe('the PostgreSQL audit store', { timeout: 120_000 }, () => {
       await client.query('INSERT INTO warden_audit.schema_migrations (version) VALUES (999)');
       await assert.rejects(
         PostgresAuditStore.open(url),
-        /version 999, newer than this Warden \(1\): upgrade Warden/,
+        /version 999, newer than this Warden \(2\): upgrade Warden/,
       );
     } finally {
       await client.end();
