@@ -40,18 +40,29 @@ function identitySalt(store: Store, identity: string): { salt: Buffer; iteration
 }
 
 export function createApiKey(store: Store, identity: string, label?: string): CreatedKey {
-  return store.db.transaction(() => {
-    const keyId = randomBytes(6).toString('hex');
-    const secret = `${KEY_PREFIX}_${keyId}_${randomBytes(32).toString('base64url')}`;
-    const { salt, iterations } = identitySalt(store, identity);
-    const verifier = makeVerifier(secret, salt, iterations);
-    store.db
-      .prepare(
-        'INSERT INTO api_keys (key_id, identity, stored_key, server_key, label, created_at) VALUES (?, ?, ?, ?, ?, ?)',
-      )
-      .run(keyId, identity, verifier.storedKey, verifier.serverKey, label ?? null, new Date().toISOString());
-    return { keyId, secret };
-  })();
+  // Immediate: it reads the salt, then writes. A deferred transaction that must upgrade to write while
+  // another process writes fails at once (SQLITE_BUSY) instead of waiting out the busy timeout.
+  return store.db
+    .transaction(() => {
+      const keyId = randomBytes(6).toString('hex');
+      const secret = `${KEY_PREFIX}_${keyId}_${randomBytes(32).toString('base64url')}`;
+      const { salt, iterations } = identitySalt(store, identity);
+      const verifier = makeVerifier(secret, salt, iterations);
+      store.db
+        .prepare(
+          'INSERT INTO api_keys (key_id, identity, stored_key, server_key, label, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+        )
+        .run(
+          keyId,
+          identity,
+          verifier.storedKey,
+          verifier.serverKey,
+          label ?? null,
+          new Date().toISOString(),
+        );
+      return { keyId, secret };
+    })
+    .immediate();
 }
 
 export function listApiKeys(store: Store, identity?: string): ApiKeyInfo[] {
