@@ -18,16 +18,10 @@ import {
   statementBody,
   templateOf,
 } from './templates.ts';
-import { EVENT, OUTCOMES, SLOT, WIDTH, type WireBatch } from './wire.ts';
+import { EVENT, OUTCOMES, type SessionKnown, SLOT, WIDTH, type WireBatch } from './wire.ts';
 
-interface SessionContext {
-  /** Its id: its templates are kept by it. */
-  readonly id: number;
-  readonly identity: string;
-  readonly target: string;
-  readonly pipeline: string | null;
-  readonly fixed: boolean;
-  readonly applicationName: string;
+/** Its id also keys its templates. */
+interface SessionContext extends SessionKnown {
   /** The session's tag, as JSON. */
   readonly json: string;
 }

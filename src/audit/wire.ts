@@ -91,7 +91,8 @@ const DICTIONARY_LIMIT = 20_000;
 /** Decisions kept per tables list (one list can be judged differently for different sessions). */
 const DECISIONS_PER_TABLES = 16;
 
-interface SessionKnown {
+/** What a session's statements share, as both ends of the wire remember it by its id. */
+export interface SessionKnown {
   readonly id: number;
   readonly identity: string;
   readonly target: string;

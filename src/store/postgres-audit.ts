@@ -290,13 +290,7 @@ export class PostgresAuditStore implements AuditStore {
   }
 
   async access(query: AccessQuery): Promise<AccessRow[]> {
-    const conditions: string[] = [];
-    const params: string[] = [];
-    const add = (condition: (n: string) => string, value: string | undefined) => {
-      if (value === undefined) return;
-      params.push(value);
-      conditions.push(condition(`$${params.length}::text`));
-    };
+    const { add, conditions, params } = filter();
     // A bare name matches the table in any schema.
     add((n) => `(table_name = ${n} OR right(table_name, length(${n}) + 1) = '.' || ${n})`, query.table);
     add((n) => `identity = ${n}`, query.identity);
@@ -479,13 +473,7 @@ function mergeDeltas(access: readonly AccessDelta[]): object[] {
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 function eventFilter(query: EventQuery): { conditions: string[]; params: string[] } {
-  const conditions: string[] = [];
-  const params: string[] = [];
-  const add = (condition: (n: string) => string, value: string | undefined) => {
-    if (value === undefined) return;
-    params.push(value);
-    conditions.push(condition(`$${params.length}::text`));
-  };
+  const { add, conditions, params } = filter();
   add((n) => `e.identity = ${n}`, query.identity);
   add((n) => `e.pipeline = ${n}`, query.pipeline);
   add((n) => `e.target = ${n}`, query.target);
@@ -500,6 +488,18 @@ function eventFilter(query: EventQuery): { conditions: string[]; params: string[
     query.table,
   );
   return { conditions, params };
+}
+
+/** Conditions on text parameters, each added only when its value is given. */
+function filter() {
+  const conditions: string[] = [];
+  const params: string[] = [];
+  const add = (condition: (n: string) => string, value: string | undefined) => {
+    if (value === undefined) return;
+    params.push(value);
+    conditions.push(condition(`$${params.length}::text`));
+  };
+  return { add, conditions, params };
 }
 
 function whereOf(conditions: readonly string[]): string {
