@@ -10,11 +10,15 @@
  * and the verifier checks that each template still hashes to that name.
  *
  * The chain alone cannot show that its newest events were cut off, or that
- * the whole chain was rewritten with new hashes: signed checkpoints (a later
- * step) are what answer those.
+ * the whole chain was rewritten with new hashes: signed checkpoints
+ * (src/audit/checkpoints.ts) answer those. Given a chain's checkpoints (their
+ * signatures checked already), the verifier holds each event a checkpoint
+ * names to the hash it signed, and a checkpoint past the chain's end shows
+ * events cut off.
  */
 import { hash } from 'node:crypto';
 import type { AuditRecord } from '../store/audit.ts';
+import type { Checkpoint } from './checkpoints.ts';
 import { jsonObject, templateHash } from './templates.ts';
 
 /** The hash before a chain's first event. */
@@ -33,7 +37,7 @@ export function hashOf(text: string): string {
   return hash('sha256', text);
 }
 
-export type ProblemKind = 'edited' | 'deleted' | 'reordered';
+export type ProblemKind = 'edited' | 'deleted' | 'reordered' | 'rewritten' | 'truncated' | 'forged';
 
 export interface ChainProblem {
   readonly chain: string;
@@ -57,12 +61,33 @@ export class ChainVerifier {
   /** Templates already checked, by hash: most events share a few. */
   private readonly templates = new Map<string, CheckedTemplate>();
 
+  /** The checkpoints still ahead, in order of seq. */
+  private readonly checkpoints: Checkpoint[];
+  /** The newest checkpoint an event was held to. */
+  vouched: Checkpoint | undefined;
+
   constructor(
     readonly chain: string,
     anchor: ChainAnchor = { seq: 0, hash: GENESIS },
+    /** Checkpoints whose signatures hold: those at or before the anchor are history. */
+    checkpoints: readonly Checkpoint[] = [],
   ) {
     this.expected = anchor.seq + 1;
     this.previous = anchor.hash;
+    this.checkpoints = checkpoints.filter((c) => c.seq > anchor.seq).sort((a, b) => a.seq - b.seq);
+  }
+
+  /** After the last record: a checkpoint past it vouches for events that are gone. */
+  finish(): boolean {
+    if (this.problem) return false;
+    const beyond = this.checkpoints.at(-1);
+    if (beyond === undefined) return true;
+    const last = this.expected - 1;
+    return this.fail(
+      this.expected,
+      'truncated',
+      `the chain ends at event ${last}, but a checkpoint signed at ${beyond.at} vouches for event ${beyond.seq}: events ${this.expected}–${beyond.seq} were cut off`,
+    );
   }
 
   /** Returns false once a problem is found (the rest of the chain cannot be trusted). */
@@ -102,6 +127,17 @@ export class ChainVerifier {
         'edited',
         `event ${record.seq} does not match its hash: it was edited (or, if it was re-hashed, the event before it was)`,
       );
+    }
+    while (this.checkpoints.length > 0 && this.checkpoints[0]!.seq === record.seq) {
+      const checkpoint = this.checkpoints.shift()!;
+      if (checkpoint.hash !== record.hash) {
+        return this.fail(
+          record.seq,
+          'rewritten',
+          `event ${record.seq} is not the event the checkpoint signed at ${checkpoint.at} vouches for: the chain was rewritten from there or before`,
+        );
+      }
+      this.vouched = checkpoint;
     }
     this.previous = record.hash;
     this.expected = record.seq + 1;

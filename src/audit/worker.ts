@@ -13,10 +13,12 @@
  * records the store already holds (a crash between commit and truncating
  * the spool).
  */
+import { createPrivateKey } from 'node:crypto';
 import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { AccessDelta, AuditRecord, AuditStore } from '../store/audit.ts';
 import { openAuditStore, type StoreSpec } from '../store/open-audit.ts';
+import { type Checkpoint, CheckpointSigner } from './checkpoints.ts';
 import { Inbox } from './inbox.ts';
 import { ChainAppender } from './records.ts';
 import type { WireBatch } from './wire.ts';
@@ -30,6 +32,8 @@ export interface WorkerSettings {
   readonly retryMs: number;
   /** Events older than this many days are deleted (each chain keeps an anchor to verify from). */
   readonly retentionDays: number | undefined;
+  /** Sign the chain head at most every `everyMs` after a commit, and as the worker closes. */
+  readonly checkpoints: { readonly everyMs: number; readonly keyPem: string } | undefined;
 }
 
 /** Main thread → worker. */
@@ -44,6 +48,7 @@ export type FromWorker =
   | { readonly type: 'failing'; readonly error: string }
   | { readonly type: 'recovered' }
   | { readonly type: 'closed' }
+  | { readonly type: 'checkpoint'; readonly checkpoint: Checkpoint }
   | { readonly type: 'fatal'; readonly error: string };
 
 interface Batch {
@@ -63,6 +68,10 @@ const waiting: Batch[] = [];
 let spooling = false;
 let failing = false;
 let retry: NodeJS.Timeout | undefined;
+const signer = settings.checkpoints && new CheckpointSigner(createPrivateKey(settings.checkpoints.keyPem));
+/** The newest event committed, and the newest a checkpoint signed. */
+let committedHead: { seq: number; hash: string } | undefined;
+let signed = { seq: 0, atMs: 0 };
 
 async function start(): Promise<void> {
   store = await openAuditStore(settings.store);
@@ -111,6 +120,8 @@ async function onBatch(batch: WireBatch): Promise<void> {
   try {
     await store.append(chained.records, chained.access);
     send({ type: 'done', count: chained.records.length, spooled: false });
+    committed(chained);
+    await checkpoint(false);
   } catch (error) {
     failed(error);
     if (settings.onFailure === 'spool') {
@@ -140,9 +151,11 @@ async function retryStore(): Promise<void> {
       await store.append(batch.records, batch.access);
       waiting.shift();
       send({ type: 'done', count: batch.records.length, spooled: false });
+      committed(batch);
     }
     failing = false;
     send({ type: 'recovered' });
+    await checkpoint(false);
   } catch (error) {
     failed(error);
   }
@@ -188,9 +201,35 @@ async function replay(): Promise<void> {
   spooling = false;
 }
 
+function committed(batch: Batch): void {
+  const last = batch.records.at(-1);
+  if (last !== undefined && last.chain === settings.chain) committedHead = { seq: last.seq, hash: last.hash };
+}
+
+/**
+ * Signs the newest committed event, when there is a new one and `everyMs`
+ * has passed (or at once, when forced). A checkpoint that cannot be stored
+ * is tried again after the next commit: it guards events that are safe already.
+ */
+async function checkpoint(force: boolean): Promise<void> {
+  const head = committedHead;
+  if (signer === undefined || head === undefined || head.seq <= signed.seq) return;
+  const now = Date.now();
+  if (!force && now - signed.atMs < settings.checkpoints!.everyMs) return;
+  const made = signer.sign({ chain: settings.chain, ...head }, new Date(now));
+  try {
+    await store.addCheckpoint(made);
+  } catch {
+    return;
+  }
+  signed = { seq: head.seq, atMs: now };
+  send({ type: 'checkpoint', checkpoint: made });
+}
+
 async function close(): Promise<void> {
   clearTimeout(retry);
   clearInterval(pruning);
+  if (!failing && !spooling) await checkpoint(true);
   // The store is still down: what waits in memory goes to the spool, replayed at the next start.
   for (const batch of waiting.splice(0)) spool(batch);
   await store.close();

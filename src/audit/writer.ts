@@ -13,6 +13,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { StoreSpec } from '../store/open-audit.ts';
+import type { Checkpoint } from './checkpoints.ts';
 import type { AuditEvent } from './events.ts';
 import type { StatementRun } from './statement.ts';
 import { Outbox } from './wire.ts';
@@ -47,6 +48,10 @@ export interface AuditWriterOptions {
   readonly retentionDays?: number;
   /** Told when the store starts failing or recovers: for logs. */
   readonly onState?: (state: 'failing' | 'recovered' | 'fatal', error?: string) => void;
+  /** Signed checkpoints of the chain head (src/audit/checkpoints.ts): the key as PKCS#8 PEM. */
+  readonly checkpoints?: { readonly everyMs: number; readonly keyPem: string };
+  /** Told of each checkpoint stored: the log keeps a copy outside the store. */
+  readonly onCheckpoint?: (checkpoint: Checkpoint) => void;
 }
 
 export interface AuditStats {
@@ -94,6 +99,7 @@ export class AuditWriter implements AuditSink {
       spoolFile: options.spoolFile,
       retryMs: options.retryMs ?? 1_000,
       retentionDays: options.retentionDays,
+      checkpoints: options.checkpoints,
     };
     const worker = new Worker(BOOTSTRAP, { eval: true, workerData: { settings, entry: WORKER_URL } });
     const writer = new AuditWriter(worker, options);
@@ -238,6 +244,9 @@ export class AuditWriter implements AuditSink {
         return;
       case 'closed':
         this.closedResolve?.();
+        return;
+      case 'checkpoint':
+        this.options.onCheckpoint?.(message.checkpoint);
         return;
       default:
     }

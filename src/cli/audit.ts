@@ -12,9 +12,19 @@
  * faithfully. A statement event is printed whole: the fields its stored
  * template holds are filled in.
  */
+import { createPublicKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChainVerifier } from '../audit/chain.ts';
+import {
+  type Checkpoint,
+  checkpointsInLog,
+  keyId,
+  publicKeyOf,
+  signatureHolds,
+  signingKey,
+} from '../audit/checkpoints.ts';
 import { type AdminAction, type AuditEvent, canonicalJson, type KeyChanged } from '../audit/events.ts';
 import { ChainAppender } from '../audit/records.ts';
 import { eventOf } from '../audit/templates.ts';
@@ -323,27 +333,96 @@ export interface VerifySummary {
   readonly problems: number;
 }
 
-/** Checks every chain from its anchor; one line each. The caller turns problems into exit code 1. */
-export async function auditVerifyCommand(options: { config: string }): Promise<VerifySummary> {
+export interface VerifyOptions {
+  readonly config: string;
+  /** PEM files of the keys checkpoints must be signed with (public keys, or the private key itself). */
+  readonly publicKey?: readonly string[];
+  /** Log files holding the checkpoints Warden logged as it signed them. */
+  readonly checkpoints?: readonly string[];
+}
+
+/**
+ * Checks every chain from its anchor, and holds it to its signed
+ * checkpoints (the store's, and those of any log given); one line each.
+ * The caller turns problems into exit code 1.
+ */
+export async function auditVerifyCommand(options: VerifyOptions): Promise<VerifySummary> {
+  const trusted = options.publicKey?.map((file) => {
+    const pem = readText(file, '--public-key');
+    try {
+      return publicKeyOf(pem, file);
+    } catch (error) {
+      throw new UsageError(`--public-key ${(error as Error).message}`);
+    }
+  });
+  const logged = (options.checkpoints ?? []).flatMap((file) =>
+    checkpointsInLog(readText(file, '--checkpoints')),
+  );
   return withAuditStore(options.config, async (store) => {
     const out = new Output();
-    const chains = await store.chains();
+    const chains = [...new Set([...(await store.chains()), ...logged.map((c) => c.chain)])].sort();
     let problems = 0;
     for (const chain of chains) {
-      const verifier = new ChainVerifier(chain, await store.anchor(chain));
+      const signed = [...(await store.checkpoints(chain)), ...logged.filter((c) => c.chain === chain)];
+      const forged = signed.find((c) => !signatureHolds(c) || (trusted && !trusted.includes(c.key)));
+      if (forged !== undefined) {
+        problems++;
+        await out.line(clean(`chain ${chain}: ${forgedMessage(forged)}`));
+        continue;
+      }
+      const verifier = new ChainVerifier(chain, await store.anchor(chain), signed);
       for await (const record of store.chainRecords(chain)) {
         if (!verifier.check(record)) break;
       }
+      verifier.finish();
       if (verifier.problem) {
         problems++;
         await out.line(clean(verifier.problem.message));
       } else {
-        await out.line(`chain ${clean(chain)}: ${verifier.checked} events verified`);
+        await out.line(
+          clean(
+            `chain ${chain}: ${verifier.checked} events verified${vouchedBy(verifier.vouched, trusted !== undefined)}`,
+          ),
+        );
       }
     }
     if (chains.length === 0) await out.line('no audit events to verify');
     return { chains: chains.length, problems };
   });
+}
+
+function forgedMessage(c: Checkpoint): string {
+  return signatureHolds(c)
+    ? `the checkpoint of event ${c.seq} (signed at ${c.at}) was signed by key ${keyId(c.key)}, which is not one of the --public-key keys: it was forged`
+    : `the checkpoint of event ${c.seq} (signed at ${c.at}) does not match its signature: it was forged or edited`;
+}
+
+function vouchedBy(c: Checkpoint | undefined, keysGiven: boolean): string {
+  if (c === undefined) return '';
+  return `; the newest signed checkpoint (event ${c.seq}, ${c.at}, key ${keyId(c.key)}${keysGiven ? '' : ', not checked against a --public-key'}) holds`;
+}
+
+/**
+ * Prints the public key of this Warden's checkpoint signing key (making the
+ * key if Warden has not yet): what an auditor keeps, to verify with later.
+ */
+export async function auditPublicKeyCommand(options: { config: string }): Promise<void> {
+  const config = await loadConfig(options.config);
+  if (config.audit.checkpoints === undefined) {
+    throw new UsageError('audit.checkpoints.enabled is false in the config: nothing is signed');
+  }
+  const { key } = signingKey(config.audit.checkpoints.keyFile, config.dataDir);
+  process.stdout.write(createPublicKey(key).export({ format: 'pem', type: 'spki' }).toString());
+}
+
+function readText(file: string, option: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(
+      `${option} ${file}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message}`,
+    );
+  }
 }
 
 export interface SearchOptions extends FilterOptions {

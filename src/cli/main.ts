@@ -11,6 +11,7 @@ import { StoreError } from '../store/store.ts';
 import {
   accessCommand,
   auditExportCommand,
+  auditPublicKeyCommand,
   auditSearchCommand,
   auditTailCommand,
   auditVerifyCommand,
@@ -138,16 +139,28 @@ const audit = program
   .description('check and read the audit trail: who ran what, when, and what Warden decided');
 audit
   .command('verify')
-  .description('check every hash chain of the trail for edited, deleted or reordered events')
+  .description(
+    'check every hash chain of the trail for edited, deleted, reordered, rewritten or cut-off events',
+  )
   .requiredOption('-c, --config <file>', 'path to warden.yaml')
+  .option(
+    '--public-key <file...>',
+    'checkpoints must be signed with one of these keys (PEM; from warden audit public-key)',
+  )
+  .option('--checkpoints <logfile...>', "also hold the chains to the checkpoints in Warden's JSON log")
   .addHelpText(
     'after',
     '\nExit codes: 0 every chain verified, 1 some chain has a problem, 2 bad usage or config.',
   )
-  .action(async (options: { config: string }) => {
+  .action(async (options: Parameters<typeof auditVerifyCommand>[0]) => {
     const { problems } = await auditVerifyCommand(options);
     process.exitCode = problems === 0 ? EXIT.ok : EXIT.failure;
   });
+audit
+  .command('public-key')
+  .description("print the public key of this Warden's checkpoint signing key, for auditors to verify with")
+  .requiredOption('-c, --config <file>', 'path to warden.yaml')
+  .action(async (options: { config: string }) => auditPublicKeyCommand(options));
 eventFilters(
   audit
     .command('search')

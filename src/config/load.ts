@@ -162,6 +162,8 @@ function filesNamed(parsed: ParsedConfig, dir: string): FileRef[] {
     files.push(ref(['listen', 'tls', 'cert'], parsed.listen.tls.cert, 'certificate'));
     files.push(ref(['listen', 'tls', 'key'], parsed.listen.tls.key, 'private key'));
   }
+  if (parsed.audit.checkpoints.keyFile !== undefined)
+    files.push(ref(['audit', 'checkpoints', 'keyFile'], parsed.audit.checkpoints.keyFile, 'private key'));
   parsed.targets.forEach((target, index) => {
     if (target.passwordFile !== undefined)
       files.push(ref(['targets', index, 'passwordFile'], target.passwordFile, 'password'));
@@ -205,6 +207,14 @@ function checkFiles(validated: Validated, contents: FileContents): ReadonlyMap<s
     try {
       if (ref.kind === 'certificate') new X509Certificate(content);
       if (ref.kind === 'private key') keys.set(ref.absolute, createPrivateKey(content));
+      if (ref.configPath[0] === 'audit' && keys.get(ref.absolute)?.asymmetricKeyType !== 'ed25519') {
+        issues.push({
+          ...at,
+          message: `${ref.written} (${ref.absolute}) is not an Ed25519 private key: audit checkpoints are signed with Ed25519`,
+          fix: 'make one with: openssl genpkey -algorithm ed25519 -out audit-signing.pem (or leave keyFile out: Warden makes one in its data folder)',
+        });
+        continue;
+      }
     } catch {
       issues.push({
         ...at,
@@ -302,6 +312,15 @@ function build(validated: Validated, files: ReadonlyMap<string, Buffer>): Warden
       onStoreFailure: parsed.audit.onStoreFailure,
       queueLimit: parsed.audit.queueLimit,
       retentionDays: parsed.audit.retentionDays,
+      checkpoints: parsed.audit.checkpoints.enabled
+        ? {
+            everyMs: parsed.audit.checkpoints.everySeconds * 1000,
+            keyFile:
+              parsed.audit.checkpoints.keyFile === undefined
+                ? undefined
+                : path.resolve(dir, parsed.audit.checkpoints.keyFile),
+          }
+        : undefined,
     },
     warnings: warningsFor(source, parsed).map((warning) => withoutSecrets(warning, secrets)),
   };

@@ -625,6 +625,17 @@ const auditSchema = mapping(
     onStoreFailure: oneOf(['deny', 'spool']).default('deny'),
     queueLimit: positiveInteger('events', 100_000).default(100_000),
     retentionDays: positiveInteger('days', 365).optional(),
+    checkpoints: mapping(
+      {
+        enabled: documented(z.boolean(), {
+          expected: 'true or false (sign the chain head now and then, so cut-off or rewritten events show)',
+          fix: 'write true or false',
+        }).default(true),
+        everySeconds: positiveInteger('seconds', 60).default(60),
+        keyFile: filePath('./audit-signing.pem').optional(),
+      },
+      'everySeconds: 60',
+    ).prefault({}),
   },
   'store: sqlite',
 ).superRefine((audit, ctx) => {

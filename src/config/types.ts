@@ -81,6 +81,8 @@ export interface WardenConfig {
     readonly onStoreFailure: 'deny' | 'spool';
     readonly queueLimit: number;
     readonly retentionDays: number | undefined;
+    /** Signed checkpoints of the chain head (undefined: none); keyFile undefined: the data folder's key. */
+    readonly checkpoints: { readonly everyMs: number; readonly keyFile: string | undefined } | undefined;
   };
   readonly warnings: readonly string[];
 }

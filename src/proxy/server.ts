@@ -7,6 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import type { Readiness } from '../api/http.ts';
+import { loggedCheckpoint, signingKey } from '../audit/checkpoints.ts';
 import type { AuditEvent } from '../audit/events.ts';
 import type { StatementRun } from '../audit/statement.ts';
 import { type AuditSink, AuditWriter } from '../audit/writer.ts';
@@ -82,6 +83,15 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
           queueLimit: config.audit.queueLimit,
           retentionDays: config.audit.retentionDays,
           onState: options.onAuditState,
+          checkpoints: config.audit.checkpoints && {
+            everyMs: config.audit.checkpoints.everyMs,
+            keyPem: signingKey(config.audit.checkpoints.keyFile, config.dataDir)
+              .key.export({ format: 'pem', type: 'pkcs8' })
+              .toString(),
+          },
+          // The log's copy is the one outside the store: `warden audit verify --checkpoints <log>`.
+          onCheckpoint: (checkpoint) =>
+            options.log?.info({ checkpoint: loggedCheckpoint(checkpoint) }, 'audit checkpoint'),
         });
   const metrics = new WardenMetrics();
   if (audit) metrics.watchAudit(() => audit.stats);

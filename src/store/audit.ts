@@ -10,6 +10,7 @@
  * as the first of them (src/audit/templates.ts). The table-access index is
  * a rollup per hour kept in the same transaction as the events it counts.
  */
+import type { Checkpoint } from '../audit/checkpoints.ts';
 import type { StatementTemplate } from '../audit/templates.ts';
 
 export interface AuditRecord {
@@ -96,6 +97,10 @@ export interface AuditStore {
   chainRecords(chain: string): AsyncIterable<AuditRecord>;
   /** The table-access index summed over the buckets the time range touches. */
   access(query: AccessQuery): Promise<AccessRow[]>;
+  /** Stores a signed checkpoint of a chain (src/audit/checkpoints.ts); one already stored at its seq is kept. */
+  addCheckpoint(checkpoint: Checkpoint): Promise<void>;
+  /** A chain's checkpoints in order of seq. */
+  checkpoints(chain: string): Promise<Checkpoint[]>;
   /** Deletes events older than `before` (keeping each chain's anchor); returns how many. */
   prune(before: string): Promise<number>;
   close(): Promise<void>;

@@ -17,6 +17,7 @@
  * them; a templated event's tables are its template's.
  */
 import pg from 'pg';
+import type { Checkpoint } from '../audit/checkpoints.ts';
 import type { StatementTemplate } from '../audit/templates.ts';
 import type {
   AccessDelta,
@@ -87,12 +88,22 @@ const MIGRATIONS: readonly string[] = [
      tables text[] COLLATE "C" NOT NULL DEFAULT '{}'
    );
    ALTER TABLE audit_events ADD COLUMN template text COLLATE "C";`,
+  `CREATE TABLE audit_checkpoints (
+     chain     text COLLATE "C" NOT NULL,
+     seq       bigint NOT NULL,
+     hash      text NOT NULL,
+     at        text NOT NULL,
+     key       text NOT NULL,
+     signature text NOT NULL,
+     PRIMARY KEY (chain, seq)
+   );`,
 ];
 
 const EVENTS = `${SCHEMA}.audit_events`;
 const ANCHORS = `${SCHEMA}.audit_anchors`;
 const ACCESS = `${SCHEMA}.table_access`;
 const TEMPLATES = `${SCHEMA}.audit_templates`;
+const CHECKPOINTS = `${SCHEMA}.audit_checkpoints`;
 
 const COLUMNS = 'chain, seq, at, type, identity, pipeline, target, tables, template, body, hash';
 /** A templated event's tables are its template's. */
@@ -259,6 +270,8 @@ export class PostgresAuditStore implements AuditStore {
        SELECT chain FROM c WHERE chain IS NOT NULL
        UNION
        SELECT chain FROM ${ANCHORS}
+       UNION
+       SELECT DISTINCT chain FROM ${CHECKPOINTS}
        ORDER BY chain`,
     );
     return rows.map((row) => row.chain);
@@ -319,6 +332,22 @@ export class PostgresAuditStore implements AuditStore {
       rows: Number(row.rows),
       masked: [...new Set(row.masked.flat())].sort(),
     }));
+  }
+
+  async addCheckpoint(c: Checkpoint): Promise<void> {
+    await this.query(
+      `INSERT INTO ${CHECKPOINTS} (chain, seq, hash, at, key, signature) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (chain, seq) DO NOTHING`,
+      [c.chain, c.seq, c.hash, c.at, c.key, c.signature],
+    );
+  }
+
+  async checkpoints(chain: string): Promise<Checkpoint[]> {
+    const { rows } = await this.query<Omit<Checkpoint, 'seq'> & { seq: string }>(
+      `SELECT chain, seq, hash, at, key, signature FROM ${CHECKPOINTS} WHERE chain = $1 ORDER BY seq`,
+      [chain],
+    );
+    return rows.map((row) => ({ ...row, seq: Number(row.seq) }));
   }
 
   async prune(before: string): Promise<number> {

@@ -11,6 +11,7 @@
  * Templates are never deleted (a prune keeps them): they are few and small,
  * and every writer may still name the ids it has seen.
  */
+import type { Checkpoint } from '../audit/checkpoints.ts';
 import type { StatementTemplate } from '../audit/templates.ts';
 import type {
   AccessDelta,
@@ -188,7 +189,9 @@ export class SqliteAuditStore implements AuditStore {
 
   async chains(): Promise<string[]> {
     const rows = this.db
-      .prepare('SELECT chain FROM audit_events UNION SELECT chain FROM audit_anchors ORDER BY chain')
+      .prepare(
+        'SELECT chain FROM audit_events UNION SELECT chain FROM audit_anchors UNION SELECT chain FROM audit_checkpoints ORDER BY chain',
+      )
       .all() as { chain: string }[];
     return rows.map((row) => row.chain);
   }
@@ -226,6 +229,23 @@ export class SqliteAuditStore implements AuditStore {
       )
       .all(...params) as (Omit<AccessRow, 'masked'> & { masked: string | null })[];
     return rows.map((row) => ({ ...row, masked: maskedList(row.masked) }));
+  }
+
+  async addCheckpoint(c: Checkpoint): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO audit_checkpoints (chain, seq, hash, at, key, signature) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (chain, seq) DO NOTHING`,
+      )
+      .run(c.chain, c.seq, c.hash, c.at, c.key, c.signature);
+  }
+
+  async checkpoints(chain: string): Promise<Checkpoint[]> {
+    return this.db
+      .prepare(
+        'SELECT chain, seq, hash, at, key, signature FROM audit_checkpoints WHERE chain = ? ORDER BY seq',
+      )
+      .all(chain) as Checkpoint[];
   }
 
   async prune(before: string): Promise<number> {

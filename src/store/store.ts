@@ -81,6 +81,16 @@ const MIGRATIONS: readonly string[] = [
      tables TEXT
    );
    ALTER TABLE audit_events ADD COLUMN template INTEGER;`,
+  // Signed checkpoints of the chains' heads (src/audit/checkpoints.ts).
+  `CREATE TABLE audit_checkpoints (
+     chain     TEXT NOT NULL,
+     seq       INTEGER NOT NULL,
+     hash      TEXT NOT NULL,
+     at        TEXT NOT NULL,
+     key       TEXT NOT NULL,
+     signature TEXT NOT NULL,
+     PRIMARY KEY (chain, seq)
+   );`,
 ];
 
 export class StoreError extends Error {

@@ -148,17 +148,54 @@ audit:
     for (const secret of [targetPassword, auditPassword, MASKING_KEY, key, WRONG_PASSWORD])
       assert.ok(!output.includes(secret), `a secret reached the log:\n${output}`);
 
-    const verified = await run(process.execPath, ['bin/warden.js', 'audit', 'verify', '--config', file], {
-      env: {
-        HOME: process.env.HOME,
-        TARGET_PASSWORD: targetPassword,
-        MASKING_KEY,
-        AUDIT_URL: `postgres://${upstream.user}:${encodeURIComponent(auditPassword)}@${upstream.host}:${upstream.port}/${database.name}`,
+    // Stopping signs the chain's head; the log keeps that checkpoint, the store too.
+    const checkpoint = lines
+      .map((line) => JSON.parse(line) as { msg: string; checkpoint?: { seq: number; publicKey: string } })
+      .filter((entry) => entry.msg === 'audit checkpoint')
+      .at(-1)?.checkpoint;
+    assert.ok(checkpoint, `no checkpoint logged:\n${output}`);
+    const log = join(dir, 'warden.log');
+    writeFileSync(log, output);
+    const env = {
+      HOME: process.env.HOME,
+      TARGET_PASSWORD: targetPassword,
+      MASKING_KEY,
+      AUDIT_URL: `postgres://${upstream.user}:${encodeURIComponent(auditPassword)}@${upstream.host}:${upstream.port}/${database.name}`,
+    };
+    const publicKey = await run(
+      process.execPath,
+      ['bin/warden.js', 'audit', 'public-key', '--config', file],
+      {
+        env,
       },
-    });
+    );
+    assert.equal(publicKey.code, 0, publicKey.stderr);
+    writeFileSync(join(dir, 'audit.pub'), publicKey.stdout);
+    const verified = await run(
+      process.execPath,
+      [
+        'bin/warden.js',
+        'audit',
+        'verify',
+        '--config',
+        file,
+        '--public-key',
+        join(dir, 'audit.pub'),
+        '--checkpoints',
+        log,
+      ],
+      { env },
+    );
     assert.equal(verified.code, 0, verified.stdout + verified.stderr);
     const counts = [...verified.stdout.matchAll(/: (\d+) events verified/g)].map((match) => Number(match[1]));
     // The key's creation; two sessions' worth of events: opened, statement, closed, and the refused login.
     assert.ok(counts.reduce((sum, n) => sum + n, 0) >= 5, verified.stdout);
+    assert.match(
+      verified.stdout,
+      new RegExp(
+        `events verified; the newest signed checkpoint \\(event ${checkpoint.seq}, [^,]+, key [0-9a-f]{16}\\) holds$`,
+        'm',
+      ),
+    );
   });
 });

@@ -125,6 +125,7 @@ describe('loading a config', () => {
           onStoreFailure: 'deny',
           queueLimit: 100_000,
           retentionDays: undefined,
+          checkpoints: { everyMs: 60_000, keyFile: undefined },
         },
         warnings: [
           `${file}:38:5 targets[1]: nobody may connect to target "reports" (access is empty); add access.identities, access.groups or access.kinds`,

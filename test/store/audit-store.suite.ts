@@ -4,8 +4,10 @@
  * records are built from events by ChainAppender, as the audit worker does.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { ChainVerifier, GENESIS, linkHash } from '../../src/audit/chain.ts';
+import { CheckpointSigner, signatureHolds } from '../../src/audit/checkpoints.ts';
 import {
   type AdminAction,
   type AuditEvent,
@@ -193,10 +195,13 @@ const ids = (records: readonly AuditRecord[]) => records.map((r) => `${r.chain}#
 
 /** Checks a chain from its anchor, as `warden audit verify` does. */
 async function verify(store: AuditStore, chain: string): Promise<ChainVerifier> {
-  const verifier = new ChainVerifier(chain, await store.anchor(chain));
+  const verifier = new ChainVerifier(chain, await store.anchor(chain), await store.checkpoints(chain));
   for await (const record of store.chainRecords(chain)) if (!verifier.check(record)) break;
+  verifier.finish();
   return verifier;
 }
+
+const SIGNER = new CheckpointSigner(generateKeyPairSync('ed25519').privateKey);
 
 /** Access rows in a fixed order, so that ties the stores order differently do not matter. */
 function sorted(rows: readonly AccessRow[]): AccessRow[] {
@@ -945,6 +950,63 @@ export function auditStoreSuite(name: string, open: () => Promise<OpenedStore>):
         ]);
         const { problem } = await verify(store, 'v');
         assert.deepEqual([problem?.kind, problem?.seq], ['reordered', 2]);
+      });
+
+      it('stores signed checkpoints per chain in order of seq, keeping the first at a seq', async () => {
+        const records = await seedChain();
+        const at = new Date(Date.parse(minute(10)));
+        const late = SIGNER.sign({ chain: 'v', seq: 6, hash: records[5]!.hash }, at);
+        const early = SIGNER.sign({ chain: 'v', seq: 2, hash: records[1]!.hash }, at);
+        await store.addCheckpoint(late);
+        await store.addCheckpoint(early);
+        await store.addCheckpoint(SIGNER.sign({ chain: 'v', seq: 6, hash: records[5]!.hash }, new Date()));
+        const stored = await store.checkpoints('v');
+        assert.deepEqual(stored, [early, late]);
+        assert.ok(stored.every(signatureHolds));
+        assert.deepEqual(await store.checkpoints('other'), []);
+        const verifier = await verify(store, 'v');
+        assert.equal(verifier.problem, undefined);
+        assert.equal(verifier.vouched?.seq, 6);
+      });
+
+      it('lists a chain whose events are all gone but whose checkpoint is not, and finds it cut off', async () => {
+        const records = await seedChain();
+        await store.addCheckpoint(SIGNER.sign({ chain: 'v', seq: 6, hash: records[5]!.hash }, new Date()));
+        await subject.tamper('DELETE FROM audit_events WHERE chain = $1', ['v']);
+        assert.ok((await store.chains()).includes('v'));
+        const { problem } = await verify(store, 'v');
+        assert.deepEqual([problem?.kind, problem?.seq], ['truncated', 1]);
+      });
+
+      it('detects newest events cut off behind a checkpoint, which the chain alone cannot', async () => {
+        const records = await seedChain();
+        await store.addCheckpoint(SIGNER.sign({ chain: 'v', seq: 6, hash: records[5]!.hash }, new Date()));
+        await subject.tamper('DELETE FROM audit_events WHERE chain = $1 AND seq >= $2', ['v', 5]);
+        const chainAlone = new ChainVerifier('v', await store.anchor('v'));
+        for await (const record of store.chainRecords('v')) chainAlone.check(record);
+        assert.equal(chainAlone.finish(), true, 'without the checkpoint the shorter chain looks whole');
+        const { problem } = await verify(store, 'v');
+        assert.deepEqual([problem?.kind, problem?.seq], ['truncated', 5]);
+        assert.match(problem!.message, /events 5–6 were cut off/);
+      });
+
+      it('detects a chain rewritten with new hashes after an edit', async () => {
+        const records = await seedChain();
+        await store.addCheckpoint(SIGNER.sign({ chain: 'v', seq: 6, hash: records[5]!.hash }, new Date()));
+        // Edit event 3 and re-hash it and every event after it, as an attacker with the store could.
+        let previous = records[1]!.hash;
+        for (const record of records.slice(2)) {
+          const body = record.seq === 3 ? record.body.replace('"rows":5', '"rows":0') : record.body;
+          previous = linkHash(previous, body);
+          await subject.tamper('UPDATE audit_events SET body = $1, hash = $2 WHERE chain = $3 AND seq = $4', [
+            body,
+            previous,
+            'v',
+            record.seq,
+          ]);
+        }
+        const { problem } = await verify(store, 'v');
+        assert.deepEqual([problem?.kind, problem?.seq], ['rewritten', 6]);
       });
     });
   });

@@ -116,7 +116,7 @@ describe('the PostgreSQL audit store', { timeout: 120_000 }, () => {
         );
         assert.deepEqual(
           rows.map((row) => row.version),
-          [1, 2],
+          [1, 2, 3],
         );
       } finally {
         await client.end();
@@ -165,7 +165,7 @@ describe('the PostgreSQL audit store', { timeout: 120_000 }, () => {
       await client.query('INSERT INTO warden_audit.schema_migrations (version) VALUES (999)');
       await assert.rejects(
         PostgresAuditStore.open(url),
-        /version 999, newer than this Warden \(2\): upgrade Warden/,
+        /version 999, newer than this Warden \(3\): upgrade Warden/,
       );
     } finally {
       await client.end();
