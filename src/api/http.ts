@@ -19,7 +19,27 @@ export interface Readiness {
 export interface HttpSources {
   metrics(): Promise<readonly MetricSnapshot[]>;
   readiness(): Promise<Readiness>;
+  /** Endpoints that take a POST (Slack's interactivity, signed webhook decisions), by path. */
+  readonly posts?: ReadonlyMap<string, PostHandler>;
 }
+
+/** What a POST endpoint answers. */
+export interface PostReply {
+  readonly status: number;
+  /** Content-Type; text/plain when not given. */
+  readonly type?: string;
+  readonly body: string;
+}
+
+/**
+ * A POST endpoint: given the raw body (signatures are computed over the exact
+ * bytes) and the request's headers. It must not throw for bad input: it
+ * answers 4xx with a reason.
+ */
+export type PostHandler = (body: Buffer, headers: http.IncomingHttpHeaders) => Promise<PostReply>;
+
+/** A POST body larger than this is refused (413) before it is read further. */
+export const MAX_POST_BYTES = 1024 * 1024;
 
 export interface HttpServer {
   readonly host: string;
@@ -63,6 +83,23 @@ async function answer(
   sources: HttpSources,
 ): Promise<void> {
   const path = new URL(request.url ?? '/', 'http://warden').pathname;
+  const post = sources.posts?.get(path);
+  if (post !== undefined) {
+    if (request.method !== 'POST') {
+      response.setHeader('Allow', 'POST');
+      reply(response, 405, 'text/plain', `${request.method} is not allowed on ${path}; use POST\n`);
+      return;
+    }
+    const body = await bodyOf(request);
+    if (body === undefined) {
+      reply(response, 413, 'text/plain', `the body is larger than ${MAX_POST_BYTES} bytes\n`);
+      request.destroy();
+      return;
+    }
+    const answered = await post(body, request.headers);
+    reply(response, answered.status, answered.type ?? 'text/plain', answered.body);
+    return;
+  }
   const route = ROUTES[path];
   if (route === undefined) {
     reply(response, 404, 'text/plain', `no such endpoint: ${path} (try /metrics, /healthz or /readyz)\n`);
@@ -95,6 +132,20 @@ const ROUTES: Readonly<
     );
   },
 };
+
+/** The whole body, or undefined once it passes MAX_POST_BYTES. */
+async function bodyOf(request: http.IncomingMessage): Promise<Buffer | undefined> {
+  const declared = Number(request.headers['content-length']);
+  if (declared > MAX_POST_BYTES) return undefined;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_POST_BYTES) return undefined;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
 
 function reply(response: http.ServerResponse, status: number, type: string, body: string): void {
   response.writeHead(status, {

@@ -107,7 +107,27 @@ export interface AdminAction extends EventBase {
   readonly detail: string;
 }
 
+/**
+ * An approval request's life: asked for (identity: who asked), each decision
+ * (identity: who decided), and how it ended (identity: who asked).
+ */
+export interface ApprovalEvent extends EventBase {
+  readonly type: 'approval.request' | 'approval.decision' | 'approval.settle';
+  /** The request's id (apr_...). */
+  readonly request: string;
+  readonly target: string;
+  /** The session holding the statement; null for a grant or a decision. */
+  readonly session: string | null;
+  /** request: the rule that asked for review; decision: approve or reject; settle: the final status. */
+  readonly detail: string;
+  /** The decider's reason (decision), or why it ended (settle); empty otherwise. */
+  readonly reason: string;
+  /** Where a decision came from (cli, slack, webhook, api); empty otherwise. */
+  readonly channel: string;
+}
+
 export type AuditEvent =
+  | ApprovalEvent
   | ConnectionOpened
   | ConnectionClosed
   | LoginFailed

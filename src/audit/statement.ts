@@ -5,7 +5,7 @@
  * tags, naming the pipeline) happens in the audit worker thread, which
  * writes what statementEvent would make without making it (src/audit/inbox.ts).
  */
-import type { Decision, MatchedRule, SessionInfo, StatementSource } from '../policy/decision.ts';
+import type { Allow, Deny, MatchedRule, SessionInfo, StatementSource } from '../policy/decision.ts';
 import { sqlcommenterTags } from '../policy/rules.ts';
 import type { StatementAnalysis } from '../sql/analysis.ts';
 import { shapeOf } from '../sql/shape.ts';
@@ -131,7 +131,8 @@ export class StatementTrace {
   private readonly started = performance.now();
 
   constructor(
-    readonly decision: Decision,
+    /** A held statement is traced as what it came to: allowed once approved, else refused. */
+    readonly decision: Allow | Deny,
     /** Where it ran from: an Execute runs what its Bind was judged for. */
     private readonly source: StatementSource = decision.source,
   ) {}

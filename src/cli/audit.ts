@@ -25,7 +25,13 @@ import {
   signatureHolds,
   signingKey,
 } from '../audit/checkpoints.ts';
-import { type AdminAction, type AuditEvent, canonicalJson, type KeyChanged } from '../audit/events.ts';
+import {
+  type AdminAction,
+  type ApprovalEvent,
+  type AuditEvent,
+  canonicalJson,
+  type KeyChanged,
+} from '../audit/events.ts';
 import { ChainAppender } from '../audit/records.ts';
 import { eventOf } from '../audit/templates.ts';
 import { loadConfig, type WardenConfig } from '../config/index.ts';
@@ -46,6 +52,9 @@ export const EVENT_TYPES: readonly AuditEvent['type'][] = Object.keys({
   'key.create': true,
   'key.revoke': true,
   admin: true,
+  'approval.request': true,
+  'approval.decision': true,
+  'approval.settle': true,
 } satisfies Record<AuditEvent['type'], true>) as AuditEvent['type'][];
 
 /** How many events `tail --follow` asks for at a time, and how often it asks. */
@@ -239,6 +248,13 @@ export function summaryOf(record: AuditRecord): string {
       return clean(`key ${str(e.keyId)} of ${str(e.subject)}`);
     case 'admin':
       return clean(`${str(e.action)}: ${str(e.detail)}`);
+    case 'approval.request':
+    case 'approval.decision':
+    case 'approval.settle': {
+      const why = e.reason ? `: ${str(e.reason)}` : '';
+      const via = e.channel ? ` via ${str(e.channel)}` : '';
+      return clean(`${str(e.request)} on ${str(e.target)} ${str(e.detail)}${via}${why}`);
+    }
     default:
       return clean(record.body);
   }
@@ -636,7 +652,7 @@ type Admin<E extends AuditEvent> = E extends unknown
   : never;
 
 /** An event the CLI records: `at` defaults to now and `identity` to the operator. Never put a secret in one. */
-export type AdminEventInput = Admin<KeyChanged | AdminAction>;
+export type AdminEventInput = Admin<KeyChanged | AdminAction | ApprovalEvent>;
 
 /**
  * Appends one event to this host's CLI chain. Another CLI process may take

@@ -70,6 +70,7 @@ export async function startCommand(file: string): Promise<void> {
         http = await startHttp(config.http, {
           metrics: async () => status().metrics,
           readiness: async () => server.readiness(),
+          posts: server.posts,
         });
       } catch (error) {
         await server.close();

@@ -9,6 +9,12 @@ import { ListenError } from '../proxy/listen.ts';
 import { UpstreamError } from '../proxy/upstream.ts';
 import { StoreError } from '../store/store.ts';
 import {
+  approvalsDecideCommand,
+  approvalsListCommand,
+  approvalsShowCommand,
+  DecisionRefused,
+} from './approvals.ts';
+import {
   accessCommand,
   auditExportCommand,
   auditPublicKeyCommand,
@@ -211,6 +217,36 @@ program
   .option('--json', 'print a JSON array instead')
   .action(async (options: Parameters<typeof accessCommand>[0]) => accessCommand(options));
 
+const approvals = program
+  .command('approvals')
+  .description('statements held for review: list them, read one, approve or reject it (with a reason)');
+approvals
+  .command('list')
+  .description('approval requests, newest first: id, status, who asked, target, rule, expiry, statement')
+  .requiredOption('-c, --config <file>', 'path to warden.yaml')
+  .option('-s, --status <status>', 'pending, approved, rejected, expired, withdrawn or all', 'pending')
+  .option('--json', 'one JSON object per request')
+  .action(async (options: Parameters<typeof approvalsListCommand>[0]) => approvalsListCommand(options));
+approvals
+  .command('show <id>')
+  .description('one request in full: the statement, its parameters, approvers and decisions')
+  .requiredOption('-c, --config <file>', 'path to warden.yaml')
+  .action(async (id: string, options: { config: string }) => approvalsShowCommand({ ...options, id }));
+for (const verdict of ['approve', 'reject'] as const) {
+  approvals
+    .command(`${verdict} <id>`)
+    .description(`${verdict} a request: the held statement ${verdict === 'approve' ? 'runs' : 'is refused'}`)
+    .requiredOption('-c, --config <file>', 'path to warden.yaml')
+    .requiredOption('--as <identity>', 'the Warden identity deciding (an approver, not the one who asked)')
+    .requiredOption(
+      '-r, --reason <text>',
+      'why: shown to the client (on rejection) and kept in the audit trail',
+    )
+    .action(async (id: string, options: { config: string; as: string; reason: string }) => {
+      await approvalsDecideCommand(verdict, { ...options, id });
+    });
+}
+
 program
   .command('discover')
   .description(
@@ -256,7 +292,7 @@ function exitCodeFor(error: unknown): number {
     process.stderr.write(`warden: ${error.message}\n`);
     return EXIT.failure;
   }
-  if (error instanceof StoreError || error instanceof ListenError) {
+  if (error instanceof StoreError || error instanceof ListenError || error instanceof DecisionRefused) {
     process.stderr.write(`warden: ${error.message}\n`);
     return EXIT.failure;
   }

@@ -183,7 +183,14 @@ function explanationText(
   if (matched.length === 0) lines.push('matched rules: none');
   else lines.push('matched rules', ...matched.flatMap(matchedText));
   lines.push('');
-  if (decision.action === 'deny') {
+  if (decision.action === 'review') {
+    lines.push(
+      field('decision', 'review (held for approval; refused unless approved)', 0),
+      field('verdict', verdict?.action ?? 'review'),
+      field('rule', verdict?.rule ?? 'none (default)'),
+      field('message', decision.message),
+    );
+  } else if (decision.action === 'deny') {
     lines.push(
       field('decision', 'deny', 0),
       ...(verdict === undefined
@@ -253,24 +260,26 @@ function explanationJson(explanation: Explanation): unknown {
     statements: statements ?? null,
     matched: verdict?.matched ?? [],
     decision:
-      decision.action === 'deny'
-        ? {
-            action: 'deny',
-            ...common,
-            message: decision.message,
-            sqlstate: decision.sqlstate,
-            ...(decision.hint === undefined ? {} : { hint: decision.hint }),
-            ...(decision.position === undefined ? {} : { position: decision.position }),
-          }
-        : {
-            action: 'allow',
-            ...common,
-            message: verdict?.message ?? null,
-            ...(verdict?.limits.maxRows === undefined ? {} : { maxRows: verdict.limits.maxRows }),
-            ...(decision.statementTimeoutMs === undefined
-              ? {}
-              : { statementTimeoutMs: decision.statementTimeoutMs }),
-          },
+      decision.action === 'review'
+        ? { action: 'review', ...common, message: decision.message }
+        : decision.action === 'deny'
+          ? {
+              action: 'deny',
+              ...common,
+              message: decision.message,
+              sqlstate: decision.sqlstate,
+              ...(decision.hint === undefined ? {} : { hint: decision.hint }),
+              ...(decision.position === undefined ? {} : { position: decision.position }),
+            }
+          : {
+              action: 'allow',
+              ...common,
+              message: verdict?.message ?? null,
+              ...(verdict?.limits.maxRows === undefined ? {} : { maxRows: verdict.limits.maxRows }),
+              ...(decision.statementTimeoutMs === undefined
+                ? {}
+                : { statementTimeoutMs: decision.statementTimeoutMs }),
+            },
   };
 }
 

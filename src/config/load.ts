@@ -129,15 +129,24 @@ function configError(issues: readonly ConfigIssue[], secrets: readonly string[])
 
 /** Secrets written in the config (target passwords, the masking key, the audit store URL): never shown in an error or warning. */
 function passwordsIn(data: unknown): string[] {
-  const { targets, masking, audit } = (data ?? {}) as {
+  const { targets, masking, audit, approvals } = (data ?? {}) as {
     targets?: unknown;
     masking?: { key?: unknown } | null;
     audit?: { url?: unknown } | null;
+    approvals?: {
+      slack?: { token?: unknown; signingSecret?: unknown } | null;
+      webhook?: { secret?: unknown } | null;
+    } | null;
   };
   const secrets = Array.isArray(targets)
     ? targets.map((target: unknown) => (target as { password?: unknown } | null)?.password)
     : [];
-  secrets.push(masking?.key);
+  secrets.push(
+    masking?.key,
+    approvals?.slack?.token,
+    approvals?.slack?.signingSecret,
+    approvals?.webhook?.secret,
+  );
   // The whole URL, and the password inside it on its own.
   if (typeof audit?.url === 'string') {
     secrets.push(audit.url);
@@ -322,6 +331,19 @@ function build(validated: Validated, files: ReadonlyMap<string, Buffer>): Warden
           }
         : undefined,
     },
+    approvals: {
+      approvers: parsed.approvals.approvers,
+      minApprovals: parsed.approvals.minApprovals,
+      timeoutMs: parsed.approvals.timeoutSeconds * 1000,
+      keepAliveMs: parsed.approvals.keepAliveSeconds * 1000,
+      mode: parsed.approvals.mode,
+      asyncWindowMs: parsed.approvals.asyncWindowSeconds * 1000,
+      where:
+        parsed.approvals.where ??
+        `warden approvals approve <id> --as <your identity> --reason "..." --config ${source.file}`,
+      slack: parsed.approvals.slack,
+      webhook: parsed.approvals.webhook,
+    },
     warnings: warningsFor(source, parsed).map((warning) => withoutSecrets(warning, secrets)),
   };
 }
@@ -352,6 +374,16 @@ function warningsFor(source: Source, parsed: ParsedConfig): string[] {
       ),
     );
   });
+  const reviews = parsed.policy.rules.findIndex((rule) => rule.action === 'review');
+  const { approvers } = parsed.approvals;
+  if (reviews >= 0 && approvers.groups.length + approvers.identities.length === 0) {
+    warnings.push(
+      warn(
+        ['policy', 'rules', reviews, 'action'],
+        'this rule holds statements for review, but approvals.approvers names nobody who may approve them; add approvals.approvers.groups or approvals.approvers.identities',
+      ),
+    );
+  }
   return warnings;
 }
 

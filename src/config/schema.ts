@@ -201,6 +201,11 @@ const identitySchema = mapping(
     name: identityName,
     kind: identityKindSchema,
     groups: list(groupName, 'group names', 'analysts').default([]),
+    // A person's email: how an approval from Slack is matched to this identity.
+    email: documented(z.string().regex(/^[^@\s]+@[^@\s]+$/), {
+      expected: 'an email address',
+      fix: 'write the address the person uses in Slack, such as alice@example.com',
+    }).optional(),
   },
   'name: alice',
 );
@@ -650,6 +655,56 @@ const auditSchema = mapping(
   }
 });
 
+const secretText = (what: string) =>
+  documented(z.string().min(8), {
+    expected: `the ${what} (at least 8 characters)`,
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the config's own ${ENV} syntax
+    fix: 'write it as ${AN_ENVIRONMENT_VARIABLE} and set that variable, rather than the value itself',
+  });
+
+const approvalsSchema = mapping(
+  {
+    approvers: mapping(
+      {
+        groups: list(groupName, 'approver groups', 'dba').default([]),
+        identities: list(identityName, 'approver identities', 'carol').default([]),
+      },
+      'groups: [dba]',
+    ).prefault({}),
+    minApprovals: positiveInteger('approvals', 1).default(1),
+    timeoutSeconds: positiveInteger('seconds', 300).default(300),
+    keepAliveSeconds: positiveInteger('seconds', 15).default(15),
+    mode: oneOf(['hold', 'async']).default('hold'),
+    asyncWindowSeconds: positiveInteger('seconds', 3600).default(3600),
+    where: documented(z.string().min(1), {
+      expected: 'where people approve, as the held client is told (<id> is replaced by the request id)',
+      fix: 'write a URL or a command, such as https://warden.example.com/approvals/<id>',
+    }).optional(),
+    slack: mapping(
+      {
+        token: secretText('Slack bot token'),
+        channel: documented(z.string().min(1), {
+          expected: 'the id of the Slack channel requests are posted in',
+          fix: 'write the channel id, such as C0123456789',
+        }),
+        signingSecret: secretText('Slack signing secret'),
+      },
+      'channel: C0123456789',
+    ).optional(),
+    webhook: mapping(
+      {
+        url: documented(z.string().regex(/^https?:\/\//), {
+          expected: 'an http(s) URL that receives approval requests',
+          fix: 'write a URL such as https://hooks.example.com/warden',
+        }),
+        secret: secretText('webhook signing secret'),
+      },
+      'url: https://hooks.example.com/warden',
+    ).optional(),
+  },
+  'approvers: { groups: [dba] }',
+);
+
 function uniqueNames(what: string, plural: string) {
   return (items: readonly { readonly name: string }[], ctx: z.RefinementCtx) => {
     const seen = new Map<string, number>();
@@ -687,6 +742,7 @@ export const configSchema = mapping(
     policy: policySchema.prefault({}),
     masking: maskingSchema.optional(),
     audit: auditSchema.prefault({}),
+    approvals: approvalsSchema.prefault({}),
   },
   'listen:',
 ).superRefine(

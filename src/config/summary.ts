@@ -32,6 +32,9 @@ export function secretsOf(config: WardenConfig): string[] {
     target.password === undefined ? [] : [target.password],
   );
   if (config.masking.key !== undefined) secrets.push(config.masking.key);
+  const { slack, webhook } = config.approvals;
+  if (slack) secrets.push(slack.token, slack.signingSecret);
+  if (webhook) secrets.push(webhook.secret);
   const { store } = config.audit;
   if (store.kind === 'postgres') {
     secrets.push(store.url);

@@ -18,6 +18,8 @@ export interface IdentityConfig {
   readonly name: string;
   readonly kind: IdentityKind;
   readonly groups: readonly string[];
+  /** Matches Slack users (by their verified email) to this identity. */
+  readonly email?: string;
 }
 
 export interface TargetConfig {
@@ -84,5 +86,22 @@ export interface WardenConfig {
     /** Signed checkpoints of the chain head (undefined: none); keyFile undefined: the data folder's key. */
     readonly checkpoints: { readonly everyMs: number; readonly keyFile: string | undefined } | undefined;
   };
+  readonly approvals: ApprovalsConfig;
   readonly warnings: readonly string[];
+}
+
+export interface ApprovalsConfig {
+  readonly approvers: { readonly groups: readonly string[]; readonly identities: readonly string[] };
+  readonly minApprovals: number;
+  readonly timeoutMs: number;
+  readonly keepAliveMs: number;
+  readonly mode: 'hold' | 'async';
+  readonly asyncWindowMs: number;
+  /** Where people approve (<id>: the request's id); the CLI command when not configured. */
+  readonly where: string;
+  /** Secrets: never logged, never shown. */
+  readonly slack:
+    | { readonly token: string; readonly channel: string; readonly signingSecret: string }
+    | undefined;
+  readonly webhook: { readonly url: string; readonly secret: string } | undefined;
 }

@@ -311,6 +311,9 @@ identities:
     groups: [pipelines]
   - name: support_bot    # an AI agent
     kind: agent
+  - name: lee            # a team lead: approves held statements
+    kind: human
+    groups: [leads]
 
 # What they may reach. The database name a client sends picks a target.
 # Warden logs in to it with the target's own role and password, which
@@ -388,6 +391,15 @@ masking:
     - groups: [pipelines]   # the nightly job joins on email: a keyed hash lines up across tables
       classes: { email: hash }
 
+# Statements a rule holds for review wait on their connection until someone
+# approves or rejects them (with a reason), here from the command line:
+#   warden approvals list --config warden.yaml
+#   warden approvals approve <id> --as lee --reason "..." --config warden.yaml
+# Nobody approves their own request. Slack and signed webhooks can decide too.
+approvals:
+  approvers: { groups: [leads] }
+  timeoutSeconds: 300
+
 # Every connection and statement is recorded in a hash-chained audit trail
 # in dataDir (store: postgres for production):
 #   warden audit tail --config warden.yaml -n 10
@@ -453,8 +465,13 @@ function printInstructions(run: {
   out('     (no WHERE clause: refused with 42501 before it reaches PostgreSQL; the session goes on)');
   out('  6. As support_bot (an AI agent): SELECT id, total, status FROM orders LIMIT 3;  is allowed,');
   out('     SELECT email FROM customers LIMIT 3;  is refused: agents get only what a rule allows.');
-  out("  7. As ana: UPDATE orders SET status = 'refunded' WHERE id = 1;  needs approval (rule");
-  out('     order-changes-need-review); approvals are coming next, so today it is refused with that reason.');
+  out("  7. As ana: UPDATE orders SET status = 'refunded' WHERE id = 1;  is held for approval (rule");
+  out('     order-changes-need-review): psql waits and shows the request id. In another terminal, as lee:');
+  out(`     ${wardenCommand()} approvals list --config ${run.configFile}`);
+  out(
+    `     ${wardenCommand()} approvals approve <id> --as lee --reason "refund ticket 7" --config ${run.configFile}`,
+  );
+  out('     and the UPDATE runs (or reject it: ana gets the reason). ana cannot approve her own request.');
   out('  8. As etl_nightly: SELECT id FROM orders;  returns the first 100 rows and a notice (a limit rule).');
   out(
     `  9. Why? ${wardenCommand()} policy explain --config ${run.configFile} --identity support_bot --target shop "SELECT email FROM customers"`,
@@ -462,9 +479,7 @@ function printInstructions(run: {
   out(`  10. What happened: ${wardenCommand()} audit tail --config ${run.configFile} -n 10`);
   out(`      Who touched customers: ${wardenCommand()} access --table customers --config ${run.configFile}`);
   out(`      Is the trail intact: ${wardenCommand()} audit verify --config ${run.configFile}`);
-  out(
-    '  Coming next: approvals in Slack, the CLI and a dashboard, and people logging in with their identity provider.',
-  );
+  out('  Coming next: a dashboard, and people logging in with their identity provider.');
   if (!onPath('psql')) {
     out();
     out('  psql is not installed here: any PostgreSQL client works with the host, port, user, password and');

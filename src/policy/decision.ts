@@ -117,7 +117,19 @@ export interface Deny extends DecisionBase {
   readonly position?: number;
 }
 
-export type Decision = Allow | Deny;
+/**
+ * A statement a rule holds for human approval (action `review`): it runs as
+ * `approved` once approved, and is refused otherwise (src/approvals/).
+ */
+export interface Review extends DecisionBase {
+  readonly action: 'review';
+  /** Why it needs approval: the rule and its reason. */
+  readonly message: string;
+  /** The statement as it runs once approved (its masking and limits still apply). */
+  readonly approved: Allow;
+}
+
+export type Decision = Allow | Deny | Review;
 
 export type Decide = (context: DecisionContext) => Decision;
 

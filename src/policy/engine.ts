@@ -37,6 +37,7 @@ import type {
   Effects,
   MatchedRule,
   ResultTransform,
+  Review,
   SessionInfo,
   StatementSource,
 } from './decision.ts';
@@ -528,6 +529,8 @@ type Outcome =
       readonly limitRule: string;
       /** The masking of the result, made for each call (it follows the result's columns) and its session. */
       readonly masking?: (session: SessionInfo) => ResultTransform;
+      /** Set when a rule holds it for approval: then it is allowed only once approved. */
+      readonly review?: string;
     };
 
 /** The outcome once masking has seen the statements: refused, or allowed with a mask plan. */
@@ -557,20 +560,16 @@ function chain(first: ResultTransform | null, then: ResultTransform | null): Res
 }
 
 function outcomeOf(judgement: Judgement, context: DecisionContext, cursor: boolean): Outcome {
-  if (judgement.action === 'deny' || judgement.action === 'review') {
-    const byRule = judgement.rule === undefined ? 'by default' : `by rule "${judgement.rule}"`;
-    return judgement.action === 'deny'
-      ? {
-          action: 'deny',
-          message: `Warden refused this statement ${byRule}: ${judgement.message}`,
-          hint: `To see why: warden policy explain --identity ${context.session.identity.name} --target ${context.session.target.name} "<your SQL>"`,
-        }
-      : {
-          action: 'deny',
-          message: `approval required ${byRule}: ${judgement.message}`,
-          hint: 'Approvals are not available in this Warden yet: ask an administrator to run it, or to change the rule.',
-        };
+  const byRule = judgement.rule === undefined ? 'by default' : `by rule "${judgement.rule}"`;
+  if (judgement.action === 'deny') {
+    return {
+      action: 'deny',
+      message: `Warden refused this statement ${byRule}: ${judgement.message}`,
+      hint: `To see why: warden policy explain --identity ${context.session.identity.name} --target ${context.session.target.name} "<your SQL>"`,
+    };
   }
+  const review =
+    judgement.action === 'review' ? `approval required ${byRule}: ${judgement.message}` : undefined;
   const { maxRows } = judgement.limits;
   if (maxRows !== undefined && cursor) {
     // FETCH would read the rows past the cap: a limited result is read in one statement.
@@ -580,7 +579,9 @@ function outcomeOf(judgement: Judgement, context: DecisionContext, cursor: boole
       hint: 'Run the query without DECLARE CURSOR; its first rows are returned.',
     };
   }
-  return { action: 'allow', maxRows, limitRule: judgement.rule ?? 'limit' };
+  return review === undefined
+    ? { action: 'allow', maxRows, limitRule: judgement.rule ?? 'limit' }
+    : { action: 'allow', maxRows, limitRule: judgement.rule ?? 'limit', review };
 }
 
 /** The Decision of one call: its own text, reasons and row limit (which counts rows). */
@@ -619,7 +620,21 @@ function decisionOf(
   if (effects) decision.effects = effects;
   const { statementTimeoutMs } = judgement.limits;
   if (statementTimeoutMs !== undefined) decision.statementTimeoutMs = statementTimeoutMs;
-  return decision as Allow;
+  if (outcome.review === undefined) return decision as Allow;
+  const review: Review = {
+    action: 'review',
+    identity: decision.identity,
+    target: decision.target,
+    source: decision.source,
+    sql,
+    ...(decision.rule === undefined ? {} : { rule: decision.rule }),
+    matched,
+    statements,
+    fingerprint,
+    message: outcome.review,
+    approved: decision as Allow,
+  };
+  return review;
 }
 
 /** A Decision being made, its fields in the order they have always been in. */

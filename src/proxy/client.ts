@@ -9,6 +9,7 @@
 import type net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import type { ApprovalService } from '../approvals/service.ts';
 import { sessionPipeline } from '../audit/statement.ts';
 import type { AuditSink } from '../audit/writer.ts';
 import type { IdentityConfig, TargetConfig, WardenConfig } from '../config/index.ts';
@@ -55,6 +56,8 @@ export interface ListenerContext {
   /** Told what only the data path sees (metrics). */
   readonly observer?: SessionObserver;
   readonly chain: string;
+  /** Where statements held for review wait (none: they are refused). */
+  readonly approvals?: ApprovalService;
 }
 
 /** Newest protocol minor version Warden speaks (3.2, PostgreSQL 18). */
@@ -285,6 +288,7 @@ async function negotiateAndLogin(raw: net.Socket, context: ListenerContext, curr
     decide: context.decide,
     audit,
     observer: context.observer,
+    approvals: context.approvals,
     onClose: (closed) => {
       context.sessions.delete(closed);
       context.cancels.release(key.processId);

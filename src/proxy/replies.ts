@@ -1,6 +1,6 @@
 /** Messages Warden writes itself, built once per use with the shared codec. */
 import type { NoticeFields, TransactionStatus } from '../protocol/postgres/messages.ts';
-import { writeErrorResponse, writeReadyForQuery } from '../protocol/postgres/query.ts';
+import { writeErrorResponse, writeNoticeResponse, writeReadyForQuery } from '../protocol/postgres/query.ts';
 import { Writer } from '../protocol/postgres/writer.ts';
 
 export interface ErrorDetails {
@@ -31,4 +31,11 @@ export function errorThenReady(error: ErrorDetails, status: TransactionStatus): 
   const w = new Writer();
   writeErrorResponse(w, { type: 'ErrorResponse', fields: errorFields('ERROR', error) });
   return writeReadyForQuery(w, { type: 'ReadyForQuery', status }).flush();
+}
+
+/** A NOTICE the client shows as it comes (psql prints it at once): Warden speaking between replies. */
+export function noticeResponse(message: string, hint?: string): Buffer {
+  const fields: Record<string, string> = { S: 'NOTICE', V: 'NOTICE', C: '00000', M: message };
+  if (hint) fields.H = hint;
+  return writeNoticeResponse(new Writer(), { type: 'NoticeResponse', fields }).flush();
 }

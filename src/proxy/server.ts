@@ -6,7 +6,8 @@
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import type { Readiness } from '../api/http.ts';
+import type { PostHandler, Readiness } from '../api/http.ts';
+import { settingsOf, startApprovals } from '../approvals/setup.ts';
 import { loggedCheckpoint, signingKey } from '../audit/checkpoints.ts';
 import type { AuditEvent } from '../audit/events.ts';
 import type { StatementRun } from '../audit/statement.ts';
@@ -38,6 +39,8 @@ export interface WardenServer {
   /** The audit trail's writer (undefined when audit is off). */
   readonly audit: AuditWriter | undefined;
   readonly metrics: WardenMetrics;
+  /** POST endpoints of the approval channels (Slack, webhooks), for the HTTP listener. */
+  readonly posts: ReadonlyMap<string, PostHandler>;
   /** Whether it should be sent connections, and why not. */
   readiness(): Readiness;
   /** Cancels the session owning a key (a CancelRequest routed here from another worker). */
@@ -121,6 +124,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
   engine?.timeStages(metrics);
   const ownStore = options.store ? undefined : openStore(config.dataDir);
   const store = options.store ?? ownStore!;
+  const approvals = startApprovals(config, store.db, chain, events, options.log);
   const sessions = new Set<Session>();
   let sessionIds = 0;
   const context: ListenerContext = {
@@ -146,6 +150,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     nextSessionId: () => ++sessionIds,
     audit: events,
     observer: metrics,
+    approvals: approvals.service,
     chain,
   };
   const connections = new Set<net.Socket>();
@@ -170,6 +175,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     sessions,
     audit,
     metrics,
+    posts: approvals.posts,
     readiness: () => readinessOf(closing, audit),
     cancel: (processId, secret) => cancelSession(context, processId, secret),
     reload(next) {
@@ -177,6 +183,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
       config = next;
       tlsSetup = nextTls;
       engine?.setPolicy(next.policy);
+      approvals.service.reload(settingsOf(next, chain), next.identities);
       audit?.record({
         type: 'config.reload',
         at: new Date().toISOString(),
@@ -193,6 +200,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
     },
     async close() {
       closing = true;
+      approvals.service.close();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const session of [...sessions]) {
         session.fatal({

@@ -24,6 +24,7 @@
  * decision's transform must see are framed whole.
  */
 import type { Duplex } from 'node:stream';
+import type { ApprovalService, Hold, HoldOutcome } from '../approvals/service.ts';
 import { StatementTrace } from '../audit/statement.ts';
 import type { AuditSink } from '../audit/writer.ts';
 import type {
@@ -34,6 +35,7 @@ import type {
   Deny,
   Effects,
   ResultTransform,
+  Review,
   SessionInfo,
   StatementSource,
 } from '../policy/decision.ts';
@@ -47,7 +49,7 @@ import { commandTagOf, sqlstateOf, writeQuery } from '../protocol/postgres/query
 import { Reader } from '../protocol/postgres/reader.ts';
 import { MessageScanner } from '../protocol/postgres/scanner.ts';
 import { Writer } from '../protocol/postgres/writer.ts';
-import { type ErrorDetails, errorResponse } from './replies.ts';
+import { type ErrorDetails, errorResponse, noticeResponse } from './replies.ts';
 import { Expect, type Expected, PLAIN, ResponseTracker } from './responses.ts';
 import { cancelUpstream, type Upstream } from './upstream.ts';
 
@@ -108,6 +110,16 @@ export interface SessionOptions {
   readonly audit?: AuditSink;
   /** Told what only the data path sees: time spent rewriting results, sessions ended by a failure. */
   readonly observer?: SessionObserver;
+  /** Where statements a rule holds for review wait for people (none: they are refused). */
+  readonly approvals?: ApprovalService;
+}
+
+/** A statement held for approval, with the client's later messages waiting behind it. */
+interface Held {
+  readonly hold: Hold;
+  readonly keepAlive: NodeJS.Timeout;
+  /** A notice waiting for a moment between the server's replies. */
+  notice: Buffer | undefined;
 }
 
 export interface SessionObserver {
@@ -159,6 +171,9 @@ export class Session {
   private readonly cursors = new Map<string, { readonly sql: string; readonly holdable: boolean }>();
   /** The client said Terminate: what it sent before is answered, then the session ends. */
   private terminating = false;
+  /** The statement held for approval: the client is not read, and what it sent after waits here. */
+  private held: Held | undefined;
+  private readonly backlog: Buffer[] = [];
   /** Warden refused an extended-protocol message: the client's messages up to Sync are dropped, as the server would. */
   private discarding = false;
   /** True while the server's bytes are framed whole for a transform. */
@@ -244,6 +259,11 @@ export class Session {
     end: number,
   ) => {
     if (this.closed) return;
+    if (this.held !== undefined) {
+      // Behind a held statement, in order: a copy, as the framer may reuse its buffer.
+      this.backlog.push(Buffer.from(buffer.subarray(start, end)));
+      return;
+    }
     if (this.discarding) {
       this.discard(type, buffer, start, end);
       return;
@@ -252,18 +272,14 @@ export class Session {
       case Code.Query: {
         const sql = new Reader(buffer, bodyStart, end).cstring();
         const decision = this.judge('query', sql, undefined);
+        if (decision.action === 'review') {
+          const frame = Buffer.from(buffer.subarray(start, end));
+          return this.review(decision, Expect.Query, null, (allowed) =>
+            this.runQuery(allowed, frame, 0, frame.length),
+          );
+        }
         if (decision.action === 'deny') return this.refuse(decision, Expect.Query);
-        const effects = decision.effects;
-        const refusal = effects && this.applyEffects(effects);
-        if (refusal) return this.refuse(refusal, Expect.Query);
-        this.forward(buffer, start, end);
-        const entry = this.expectation(Expect.Query, decision);
-        this.responses.sent(
-          this.traced(
-            effects ? { ...entry, settled: (ok) => this.settleEffects(effects, ok) } : entry,
-            decision,
-          ),
-        );
+        this.runQuery(decision, buffer, start, end);
         return;
       }
       case Code.Parse: {
@@ -273,7 +289,9 @@ export class Session {
         if (name !== '' && this.statements.has(name)) {
           return this.refuse(this.error('parse', sql, duplicateStatement(name)), Expect.Parse, name);
         }
-        const decision = this.judge('parse', sql, name);
+        const judged = this.judge('parse', sql, name);
+        // A Parse runs nothing: what a rule holds for review is held at its Bind.
+        const decision = judged.action === 'review' ? judged.approved : judged;
         if (decision.action === 'deny') return this.refuse(decision, Expect.Parse, name);
         this.statements.set(name, sql);
         if (decision.transform) this.rowShapes.set(name, null);
@@ -285,7 +303,7 @@ export class Session {
       }
       case Code.Bind: {
         const r = new Reader(buffer, bodyStart, end);
-        const portal = r.cstring();
+        r.cstring(); // the portal: runBind reads it again
         const statement = r.cstring();
         const sql = this.statements.get(statement);
         if (typeof sql !== 'string') {
@@ -293,18 +311,14 @@ export class Session {
           return this.refuse(this.error('bind', undefined, missingStatement(statement, sql)), Expect.Bind);
         }
         const decision = this.judge('bind', sql, statement);
+        if (decision.action === 'review') {
+          const frame = Buffer.from(buffer.subarray(start, end));
+          return this.review(decision, Expect.Bind, bindParameters(frame), (allowed) =>
+            this.runBind(allowed, frame, 0, 5, frame.length),
+          );
+        }
         if (decision.action === 'deny') return this.refuse(decision, Expect.Bind);
-        const bound: Portal = {
-          decision,
-          mark: this.responses.mark,
-          statement,
-          // Only a result transform needs the result formats (see primeTransform).
-          resultFormats: decision.transform ? resultFormatsOf(r) : [],
-          described: false,
-        };
-        this.portals.set(portal, bound);
-        this.forward(buffer, start, end);
-        this.responses.sent({ kind: Expect.Bind, settled: (ok) => ok || this.forgetPortal(portal, bound) });
+        this.runBind(decision, buffer, start, bodyStart, end);
         return;
       }
       case Code.Execute: {
@@ -335,6 +349,11 @@ export class Session {
       case Code.FunctionCall: {
         const functionOid = new Reader(buffer, bodyStart, end).uint32();
         const decision = this.judge('function-call', undefined, undefined, functionOid);
+        // The engine refuses every FunctionCall; a hook that would hold one cannot: refused too.
+        if (decision.action === 'review') {
+          const refusal = reviewRefused(decision, { sqlstate: '42501', message: decision.message });
+          return this.refuse(refusal, Expect.FunctionCall);
+        }
         if (decision.action === 'deny') return this.refuse(decision, Expect.FunctionCall);
         this.forward(buffer, start, end);
         this.responses.sent(this.traced(this.expectation(Expect.FunctionCall, decision), decision));
@@ -413,6 +432,132 @@ export class Session {
         throw new ProtocolViolation(`unexpected message type ${describeType(type)} from the client`);
     }
   };
+
+  /** Runs an allowed Query: its effects on what the session knows, then forwarded and traced. */
+  private runQuery(decision: Allow, buffer: Buffer, start: number, end: number): void {
+    const effects = decision.effects;
+    const refusal = effects && this.applyEffects(effects);
+    if (refusal) {
+      this.refuse(refusal, Expect.Query);
+      return;
+    }
+    this.forward(buffer, start, end);
+    const entry = this.expectation(Expect.Query, decision);
+    this.responses.sent(
+      this.traced(effects ? { ...entry, settled: (ok) => this.settleEffects(effects, ok) } : entry, decision),
+    );
+  }
+
+  /** Runs an allowed Bind: its portal remembers the decision its Execute runs under. */
+  private runBind(decision: Allow, buffer: Buffer, start: number, bodyStart: number, end: number): void {
+    const r = new Reader(buffer, bodyStart, end);
+    const portal = r.cstring();
+    const statement = r.cstring();
+    const bound: Portal = {
+      decision,
+      mark: this.responses.mark,
+      statement,
+      // Only a result transform needs the result formats (see primeTransform).
+      resultFormats: decision.transform ? resultFormatsOf(r) : [],
+      described: false,
+    };
+    this.portals.set(portal, bound);
+    this.forward(buffer, start, end);
+    this.responses.sent({ kind: Expect.Bind, settled: (ok) => ok || this.forgetPortal(portal, bound) });
+  }
+
+  /**
+   * A statement a rule holds for review. Nothing reaches the server until it
+   * is approved: the client is not read meanwhile (what it had sent already
+   * waits in the backlog, in order) and reads notices saying where to
+   * approve. Approved, it runs as allowed; otherwise it is refused as any
+   * refused statement is, and the session goes on.
+   */
+  private review(
+    decision: Review,
+    kind: typeof Expect.Query | typeof Expect.Bind,
+    parameters: readonly (string | null)[] | null,
+    run: (allowed: Allow) => void,
+  ): void {
+    const approvals = this.options.approvals;
+    if (approvals === undefined) {
+      const hint =
+        'Approvals are not set up in this Warden: ask an administrator to run it, or to change the rule.';
+      this.refuse(reviewRefused(decision, { sqlstate: '42501', message: decision.message, hint }), kind);
+      return;
+    }
+    this.flushRun();
+    const asked = approvals.ask(this.info, decision, parameters);
+    if (asked.kind === 'approved') {
+      run(decision.approved);
+      return;
+    }
+    if (asked.kind === 'refused') {
+      this.refuse(reviewRefused(decision, asked.error), kind);
+      return;
+    }
+    const { hold } = asked;
+    const { id, expiresAt } = hold.request;
+    const where = approvals.where.replaceAll('<id>', id);
+    const held: Held = {
+      hold,
+      notice: noticeResponse(
+        `Warden is holding this statement for approval: request ${id} (${decision.message})`,
+        `Approve or reject it: ${where}. It waits until ${expiresAt}; cancel (Ctrl-C) to withdraw it.`,
+      ),
+      keepAlive: setInterval(() => {
+        const left = Math.max(0, Math.round((Date.parse(expiresAt) - Date.now()) / 1000));
+        held.notice = noticeResponse(`still waiting for approval of request ${id} (${left} s left)`);
+        this.speak();
+      }, approvals.keepAliveMs),
+    };
+    held.keepAlive.unref();
+    this.held = held;
+    this.client.pause();
+    this.speak();
+    void hold.outcome.then((outcome) => this.released(held, outcome, decision, kind, run));
+  }
+
+  /** The held statement's request has ended: it runs or is refused, then what waited behind it goes on. */
+  private released(
+    held: Held,
+    outcome: HoldOutcome,
+    decision: Review,
+    kind: typeof Expect.Query | typeof Expect.Bind,
+    run: (allowed: Allow) => void,
+  ): void {
+    clearInterval(held.keepAlive);
+    if (this.held !== held) return;
+    this.held = undefined;
+    if (this.closed) return;
+    try {
+      if (outcome.kind === 'approved') run(decision.approved);
+      else this.refuse(reviewRefused(decision, outcome.error), kind);
+      while (this.backlog.length > 0 && this.held === undefined && !this.closed) {
+        const frame = this.backlog.shift()!;
+        this.onClientFrame(frame[0]!, frame, 0, 5, frame.length);
+      }
+      this.flushRun();
+    } catch (error) {
+      if (error instanceof ProtocolViolation) this.protocolViolation(error);
+      else this.internalError(error as Error);
+      return;
+    }
+    if (this.held === undefined && !this.clientHeld && !this.repliesHeld) this.client.resume();
+  }
+
+  /**
+   * Writes the held statement's notice once the client can be told
+   * something between the server's replies: nothing unanswered before it,
+   * and the server's bytes at a message boundary.
+   */
+  private speak(): void {
+    const held = this.held;
+    if (held?.notice === undefined || this.closed) return;
+    if (!this.responses.idle || !this.scanner.atBoundary || this.framing) return;
+    this.writeClient(held.notice);
+    held.notice = undefined;
+  }
 
   /** After a refused extended-protocol message: drop everything up to Sync, as the server does after an error. */
   private discard(type: number, buffer: Buffer, start: number, end: number): void {
@@ -735,7 +880,7 @@ export class Session {
       this.client.pause();
       this.upstream.socket.once('drain', () => {
         this.clientHeld = false;
-        if (!this.repliesHeld) this.client.resume();
+        if (!this.repliesHeld && this.held === undefined) this.client.resume();
       });
     }
   }
@@ -780,6 +925,7 @@ export class Session {
   /** A server message has been passed on whole. */
   private received(type: number, firstByte: number): void {
     this.responses.received(type, firstByte);
+    if (this.held?.notice !== undefined) this.speak();
     // Idle, out of any transaction: the cursors declared without HOLD are gone.
     if (type === Code.ReadyForQuery && firstByte === 0x49 /* I */ && this.cursors.size > 0) {
       for (const [name, cursor] of this.cursors) if (!cursor.holdable) this.cursors.delete(name);
@@ -855,7 +1001,7 @@ export class Session {
         this.serverHeld = false;
         this.repliesHeld = false;
         this.upstream.socket.resume();
-        if (!this.clientHeld) this.client.resume();
+        if (!this.clientHeld && this.held === undefined) this.client.resume();
       });
     }
   }
@@ -900,12 +1046,19 @@ export class Session {
 
   /** The client asked (with a valid cancel key) to cancel what runs now. */
   cancel(send: (key: Upstream['key']) => void): void {
-    if (!this.closed) send(this.upstream.key);
+    if (this.closed) return;
+    // A held statement is not on the server yet: cancelling it withdraws its request.
+    if (this.held !== undefined) this.held.hold.withdraw('cancelled');
+    else send(this.upstream.key);
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.held !== undefined) {
+      clearInterval(this.held.keepAlive);
+      this.held.hold.withdraw('disconnected');
+    }
     const server = this.upstream.socket;
     // Everything forwarded upstream is whole frames, so a Terminate here is
     // always at a message boundary: the server ends the backend cleanly.
@@ -951,4 +1104,44 @@ function queryMessage(sql: string): Buffer {
 
 function parseMessage(name: string, sql: string): Buffer {
   return writeParse(new Writer(), { type: 'Parse', name, sql, parameterTypes: [] }).flush();
+}
+
+/** The refusal of a statement held for review, with what the review knew of it (for the trail). */
+function reviewRefused(review: Review, details: ErrorDetails): Deny {
+  const { identity, target, source, sql, rule, matched, statements, fingerprint } = review;
+  return {
+    action: 'deny',
+    identity,
+    target,
+    source,
+    sql,
+    ...(rule === undefined ? {} : { rule }),
+    ...(matched === undefined ? {} : { matched }),
+    ...(statements === undefined ? {} : { statements }),
+    ...(fingerprint === undefined ? {} : { fingerprint }),
+    ...details,
+  };
+}
+
+/** A Bind's parameters as approvers read them: text values as they are, binary ones in hex; null for NULL. */
+function bindParameters(frame: Buffer): (string | null)[] {
+  const r = new Reader(frame, 5, frame.length);
+  r.cstring();
+  r.cstring();
+  const formats: number[] = [];
+  const formatCount = r.int16();
+  for (let i = 0; i < formatCount; i++) formats.push(r.int16());
+  const count = r.int16();
+  const values: (string | null)[] = [];
+  for (let i = 0; i < count; i++) {
+    const length = r.int32();
+    if (length < 0) {
+      values.push(null);
+      continue;
+    }
+    const bytes = r.bytes(length);
+    const binary = (formats.length === 1 ? formats[0] : formats[i]) === 1;
+    values.push(binary ? `\\x${bytes.toString('hex')}` : bytes.toString('utf8'));
+  }
+  return values;
 }

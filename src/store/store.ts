@@ -91,6 +91,44 @@ const MIGRATIONS: readonly string[] = [
      signature TEXT NOT NULL,
      PRIMARY KEY (chain, seq)
    );`,
+  // Approval requests and their decisions (src/approvals/store.ts).
+  `CREATE TABLE approval_requests (
+     id            TEXT PRIMARY KEY,
+     kind          TEXT NOT NULL,
+     identity      TEXT NOT NULL,
+     target        TEXT NOT NULL,
+     sql           TEXT,
+     parameters    TEXT,
+     fingerprint   TEXT,
+     statement_key TEXT,
+     tables        TEXT NOT NULL,
+     rule          TEXT,
+     message       TEXT NOT NULL,
+     grant_role    TEXT,
+     grant_for_ms  INTEGER,
+     reason        TEXT NOT NULL,
+     approvers     TEXT NOT NULL,
+     mode          TEXT NOT NULL,
+     instance      TEXT NOT NULL,
+     status        TEXT NOT NULL,
+     created_at    TEXT NOT NULL,
+     expires_at    TEXT NOT NULL,
+     settled_at    TEXT,
+     valid_for_ms  INTEGER,
+     valid_until   TEXT
+   );
+   CREATE INDEX approval_requests_pending ON approval_requests (status, expires_at);
+   CREATE INDEX approval_requests_statement ON approval_requests (identity, target, statement_key)
+     WHERE statement_key IS NOT NULL;
+   CREATE TABLE approval_decisions (
+     request_id TEXT NOT NULL REFERENCES approval_requests (id),
+     by         TEXT NOT NULL,
+     verdict    TEXT NOT NULL,
+     reason     TEXT NOT NULL,
+     channel    TEXT NOT NULL,
+     at         TEXT NOT NULL,
+     PRIMARY KEY (request_id, by)
+   );`,
 ];
 
 export class StoreError extends Error {

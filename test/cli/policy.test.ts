@@ -130,7 +130,7 @@ describe('warden policy explain and policy test', { timeout: 60_000 }, () => {
 
   it('explain tells a review from a denial and shows a row cap', async () => {
     const review = await explain('alice', "UPDATE orders SET note = 'x' WHERE id = 2");
-    assert.match(review.stdout, /^decision +deny$/m);
+    assert.match(review.stdout, /^decision +review \(held for approval; refused unless approved\)$/m);
     assert.match(review.stdout, /verdict +review/);
     assert.match(review.stdout, /message +approval required by rule "order-changes-need-review"/);
     const limited = await explain('etl', 'SELECT id FROM orders');

@@ -295,7 +295,7 @@ describe('config errors', () => {
         column: 1,
         path: '',
         message:
-          'expected a mapping with the keys listen, http, log, dataDir, auth, identities, targets, policy, masking, audit, got a list',
+          'expected a mapping with the keys listen, http, log, dataDir, auth, identities, targets, policy, masking, audit, approvals, got a list',
         fix: 'write the keys indented on the lines below, such as listen:',
       },
     ]);

@@ -127,6 +127,17 @@ describe('loading a config', () => {
           retentionDays: undefined,
           checkpoints: { everyMs: 60_000, keyFile: undefined },
         },
+        approvals: {
+          approvers: { groups: [], identities: [] },
+          minApprovals: 1,
+          timeoutMs: 300_000,
+          keepAliveMs: 15_000,
+          mode: 'hold',
+          asyncWindowMs: 3_600_000,
+          where: `warden approvals approve <id> --as <your identity> --reason "..." --config ${file}`,
+          slack: undefined,
+          webhook: undefined,
+        },
         warnings: [
           `${file}:38:5 targets[1]: nobody may connect to target "reports" (access is empty); add access.identities, access.groups or access.kinds`,
         ],

@@ -245,8 +245,46 @@ describe('npm run demo', {
     const blocked = await psql(ana, 'DELETE FROM orders');
     assert.notEqual(blocked.code, 0);
     assert.match(blocked.stderr, /refused this statement by rule "guardrail:write-without-where"/);
-    const review = await psql(ana, "UPDATE orders SET status = 'refunded' WHERE id = 1");
-    assert.match(review.stderr, /approval required by rule "order-changes-need-review"/);
+    // Held: psql waits while lee rejects it from the CLI, as the printed steps say.
+    const held = psql(ana, "UPDATE orders SET status = 'refunded' WHERE id = 1");
+    const config = path.join(demoDir, 'warden.yaml');
+    let id: string | undefined;
+    for (let i = 0; i < 200 && id === undefined; i++) {
+      const listed = await warden(['approvals', 'list', '--config', config]);
+      id = /^(apr_\w+) {2}pending/m.exec(listed.stdout)?.[1];
+      if (id === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.ok(id, 'the UPDATE is held as a pending request');
+    const own = await warden([
+      'approvals',
+      'approve',
+      id,
+      '--as',
+      'ana',
+      '--reason',
+      'mine',
+      '--config',
+      config,
+    ]);
+    assert.equal(own.code, 1);
+    const rejected = await warden([
+      'approvals',
+      'reject',
+      id,
+      '--as',
+      'lee',
+      '--reason',
+      'no refunds today',
+      '--config',
+      config,
+    ]);
+    assert.equal(rejected.code, 0, rejected.stderr);
+    const review = await held;
+    assert.match(
+      review.stderr,
+      /holding this statement for approval: request apr_\w+ \(approval required by rule "order-changes-need-review"/,
+    );
+    assert.match(review.stderr, new RegExp(`approval request ${id} was rejected by lee: no refunds today`));
     const botOrders = await psql(bot, 'SELECT id, total FROM orders ORDER BY id LIMIT 3');
     assert.equal(botOrders.code, 0, botOrders.stderr);
     assert.equal(botOrders.stdout.trim().split('\n').length, 3);

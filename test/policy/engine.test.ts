@@ -63,11 +63,12 @@ const context = (
  * A decision as compared: its statements are the analysis its text's shape shares with texts
  * that differ only in constants, so what audit reads of them (kinds, tables) is compared, not their text.
  */
-const plain = (decision: Decision) => {
+const plain = (decision: Decision): unknown => {
   const statements = decision.statements?.map(({ kind, command, tables }) => ({ kind, command, tables }));
-  return decision.action === 'allow'
-    ? { ...decision, statements, transform: decision.transform === null ? null : 'row limit' }
-    : { ...decision, statements };
+  if (decision.action === 'allow')
+    return { ...decision, statements, transform: decision.transform === null ? null : 'row limit' };
+  if (decision.action === 'review') return { ...decision, statements, approved: plain(decision.approved) };
+  return { ...decision, statements };
 };
 
 const policy: Policy = {
@@ -284,7 +285,7 @@ describe('kept verdicts', () => {
       assert.equal(action("SELECT total FROM orders WHERE note = 'public'"), 'allow');
       assert.equal(action("SELECT total FROM orders WHERE note = 'secret'"), 'deny');
       assert.equal(action('SELECT $$nothing$$ FROM orders'), 'allow');
-      assert.equal(action("SELECT $$/*pipeline='backfill'*/$$ FROM orders"), 'deny');
+      assert.equal(action("SELECT $$/*pipeline='backfill'*/$$ FROM orders"), 'review');
     }
   });
 
@@ -318,7 +319,7 @@ describe('kept verdicts', () => {
     const info = session(bot);
     const sql = 'SELECT total FROM orders WHERE id = 1';
     assert.equal(engine.decide(context(info, sql)).action, 'allow');
-    assert.equal(engine.decide(context(info, sql, { searchPath: ['hr', 'public'] })).action, 'deny');
+    assert.equal(engine.decide(context(info, sql, { searchPath: ['hr', 'public'] })).action, 'review');
     assert.equal(engine.decide(context(info, sql, { searchPath: ['public'] })).action, 'allow');
     assert.equal(engine.decide(context(info, sql, { searchPath: ['$user', 'public'] })).action, 'deny');
   });
@@ -329,7 +330,7 @@ describe('kept verdicts', () => {
     const execute = (prepared: string, source: StatementSource = 'query') =>
       engine.decide(context(info, 'EXECUTE p(1)', { source, prepared: { p: prepared } }));
     assert.equal(execute('PREPARE p AS SELECT total FROM orders WHERE id = $1').action, 'allow');
-    assert.equal(execute('PREPARE p AS SELECT salary FROM hr.employees WHERE id = $1').action, 'deny');
+    assert.equal(execute('PREPARE p AS SELECT salary FROM hr.employees WHERE id = $1').action, 'review');
     assert.equal(execute('PREPARE p AS SELECT total FROM orders WHERE id = $1').action, 'allow');
     assert.equal(engine.verdictHits + engine.verdictMisses, 0);
   });

@@ -76,7 +76,7 @@ describe('the SQLite audit store', () => {
       old.close();
       const opened = openStore(dir);
       try {
-        assert.equal(opened.db.pragma('user_version', { simple: true }), 5);
+        assert.equal(opened.db.pragma('user_version', { simple: true }), 6);
         await checkMigratedStore(new SqliteAuditStore(opened.db));
       } finally {
         opened.close();
