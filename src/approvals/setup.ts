@@ -52,7 +52,10 @@ export function startApprovals(
   if (slack) {
     channels.push(
       new SlackChannel({
-        ...slack,
+        token: slack.token,
+        channel: slack.channel,
+        signingSecret: slack.signingSecret,
+        ...(slack.apiUrl === undefined ? {} : { slackApiUrl: slack.apiUrl }),
         decide,
         // Identities as configured when the decision comes (a reload may add emails).
         identityByEmail: (email) => service?.identityByEmail(email),

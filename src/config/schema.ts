@@ -688,6 +688,11 @@ const approvalsSchema = mapping(
           fix: 'write the channel id, such as C0123456789',
         }),
         signingSecret: secretText('Slack signing secret'),
+        // Slack's Web API base URL: another one for GovSlack (https://slack-gov.com/api/), or a local one in tests.
+        apiUrl: documented(z.string().regex(/^https?:\/\/.+\/$/), {
+          expected: "the base URL of Slack's Web API, ending in /",
+          fix: 'write a URL such as https://slack-gov.com/api/ (or leave it out for https://slack.com/api/)',
+        }).optional(),
       },
       'channel: C0123456789',
     ).optional(),

@@ -101,7 +101,13 @@ export interface ApprovalsConfig {
   readonly where: string;
   /** Secrets: never logged, never shown. */
   readonly slack:
-    | { readonly token: string; readonly channel: string; readonly signingSecret: string }
+    | {
+        readonly token: string;
+        readonly channel: string;
+        readonly signingSecret: string;
+        /** Slack's Web API base URL, when not https://slack.com/api/. */
+        readonly apiUrl?: string;
+      }
     | undefined;
   readonly webhook: { readonly url: string; readonly secret: string } | undefined;
 }
