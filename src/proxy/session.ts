@@ -54,6 +54,7 @@ import { Expect, type Expected, PLAIN, ResponseTracker } from './responses.ts';
 import { cancelUpstream, type Upstream } from './upstream.ts';
 
 const TERMINATE = Buffer.from([Code.Terminate, 0, 0, 0, 4]);
+const FLUSH = Buffer.from([Code.Flush, 0, 0, 0, 4]);
 /** A transformed result holds one server message at a time; PostgreSQL caps a field at 1 GB. */
 const MAX_SERVER_MESSAGE = 0x7fffffff;
 /** What Warden sends in a refused message's place: a syntax error, so it can never run. */
@@ -514,6 +515,9 @@ export class Session {
     held.keepAlive.unref();
     this.held = held;
     this.client.pause();
+    // The server keeps the replies to a pipeline's earlier messages (a Parse) until Sync or Flush,
+    // which now wait behind the held Bind: a Flush lets them out, so the notice can follow.
+    if (!this.responses.idle) this.writeUpstream(FLUSH);
     this.speak();
     void hold.outcome.then((outcome) => this.released(held, outcome, decision, kind, run));
   }

@@ -276,6 +276,17 @@ describe('statements held for approval', { timeout: 120_000 }, () => {
     }
   });
 
+  it('tells an extended-protocol client where to approve, though its pipeline waits behind the held Bind', async () => {
+    const { client, notices: seen } = await connect();
+    // node-postgres sends Parse, Bind, Describe, Execute and Sync at once: the Bind is held.
+    const deleted = client.query({ text: 'DELETE FROM orders WHERE id = $1', values: [16] });
+    const id = await seen.request();
+    assert.deepEqual(request(id).parameters, ['16']);
+    decide(id, 'etl', 'approve', 'fine');
+    assert.equal((await deleted).rowCount, 1);
+    assert.equal(await exists(16), false);
+  });
+
   it('withdraws the request when the client disconnects', async () => {
     const { client, notices: seen } = await connect();
     client.query('DELETE FROM orders WHERE id = 8').catch(() => {});

@@ -6,31 +6,27 @@
  */
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import http from 'node:http';
-import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { type HttpServer, startHttp } from '../../src/api/http.ts';
 import { SlackChannel, signSlackRequest } from '../../src/approvals/slack.ts';
 import type { ApprovalRequest, DecideRequest } from '../../src/approvals/types.ts';
+import {
+  type Block,
+  blocksOf,
+  buttonsOf,
+  type FakeSlack,
+  type SlackCall,
+  type SlackUser,
+  startFakeSlack,
+  textOf,
+} from './slack-api.ts';
 
 const TOKEN = 'xoxb-test-0123456789-abcdefSECRET';
 const SIGNING_SECRET = 'slack-signing-secret-for-tests-0123';
 const CHANNEL = 'C0APPROVALS';
 
 // ---------------------------------------------------------------------------
-// A Slack Web API of our own: the methods the channel calls, the token check,
-// and a record of every call so tests can read the blocks that were sent.
-
-interface SlackCall {
-  readonly method: string;
-  readonly args: Record<string, unknown>;
-}
-
-interface SlackUser {
-  readonly id: string;
-  readonly is_email_confirmed: boolean;
-  readonly profile: { readonly email: string };
-}
+// The workspace: who clicks, and the Warden identity their verified email is.
 
 const USERS: readonly SlackUser[] = [
   { id: 'U_ALICE', is_email_confirmed: true, profile: { email: 'alice@example.com' } },
@@ -46,93 +42,6 @@ const IDENTITIES: Readonly<Record<string, string>> = {
   'bob@example.com': 'bob',
   'dave@example.com': 'dave',
 };
-
-interface FakeSlack {
-  readonly url: string;
-  readonly calls: SlackCall[];
-  /** Posted messages by ts: their blocks as last posted or updated. */
-  readonly messages: Map<string, { channel: string; blocks: unknown[]; text: string }>;
-  close(): Promise<void>;
-}
-
-async function startFakeSlack(token: string): Promise<FakeSlack> {
-  const calls: SlackCall[] = [];
-  const messages = new Map<string, { channel: string; blocks: unknown[]; text: string }>();
-  let sequence = 0;
-  const server = http.createServer((request, response) => {
-    const chunks: Buffer[] = [];
-    request.on('data', (chunk: Buffer) => chunks.push(chunk));
-    request.on('end', () => {
-      const method = new URL(request.url ?? '/', 'http://slack').pathname.replace(/^\/api\//, '');
-      const args = argsOf(Buffer.concat(chunks).toString('utf8'), request.headers['content-type'] ?? '');
-      calls.push({ method, args });
-      const answer = (body: object) => {
-        response.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8' });
-        response.end(JSON.stringify(body));
-      };
-      if (request.headers.authorization !== `Bearer ${token}`)
-        return answer({ ok: false, error: 'invalid_auth' });
-      switch (method) {
-        case 'chat.postMessage': {
-          sequence += 1;
-          const ts = `1700000000.${String(sequence).padStart(6, '0')}`;
-          const channel = String(args.channel);
-          messages.set(ts, { channel, blocks: args.blocks as unknown[], text: String(args.text) });
-          return answer({ ok: true, channel, ts });
-        }
-        case 'chat.update': {
-          const ts = String(args.ts);
-          const message = messages.get(ts);
-          if (message === undefined || message.channel !== args.channel) {
-            return answer({ ok: false, error: 'message_not_found' });
-          }
-          messages.set(ts, {
-            channel: message.channel,
-            blocks: args.blocks as unknown[],
-            text: String(args.text),
-          });
-          return answer({ ok: true, channel: message.channel, ts });
-        }
-        case 'views.open':
-          if (typeof args.trigger_id !== 'string') return answer({ ok: false, error: 'invalid_trigger' });
-          return answer({ ok: true, view: { id: `V${calls.length}`, ...(args.view as object) } });
-        case 'users.info': {
-          const user = USERS.find((candidate) => candidate.id === args.user);
-          return answer(user === undefined ? { ok: false, error: 'user_not_found' } : { ok: true, user });
-        }
-        default:
-          return answer({ ok: false, error: 'unknown_method' });
-      }
-    });
-  });
-  const sockets = new Set<net.Socket>();
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}/api/`,
-    calls,
-    messages,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      }),
-  };
-}
-
-/** The Web API takes form bodies (the SDK's default, objects JSON-encoded in a field) and JSON bodies. */
-function argsOf(body: string, type: string): Record<string, unknown> {
-  if (type.startsWith('application/json')) return JSON.parse(body) as Record<string, unknown>;
-  const args: Record<string, unknown> = {};
-  for (const [key, value] of new URLSearchParams(body)) {
-    args[key] = /^[[{]/.test(value) ? JSON.parse(value) : value;
-  }
-  return args;
-}
 
 // ---------------------------------------------------------------------------
 // The approval service's side, as a small state holder: it keeps requests,
@@ -200,37 +109,7 @@ function heldRequest(overrides: Partial<ApprovalRequest> = {}): ApprovalRequest 
 }
 
 // ---------------------------------------------------------------------------
-// Reading what was sent.
-
-type Block = { type: string; block_id?: string; elements?: Record<string, unknown>[] } & Record<
-  string,
-  unknown
->;
-
-function blocksOf(call: SlackCall): Block[] {
-  return call.args.blocks as Block[];
-}
-
-function buttonsOf(blocks: readonly Block[]): Record<string, unknown>[] {
-  return blocks.filter((block) => block.type === 'actions').flatMap((block) => block.elements ?? []);
-}
-
-/** Every mrkdwn and plain text in the blocks, in order: what a reader sees. */
-function textOf(blocks: readonly Block[]): string {
-  const out: string[] = [];
-  const walk = (value: unknown): void => {
-    if (Array.isArray(value)) value.forEach(walk);
-    else if (typeof value === 'object' && value !== null) {
-      const record = value as Record<string, unknown>;
-      if ((record.type === 'mrkdwn' || record.type === 'plain_text') && typeof record.text === 'string') {
-        out.push(record.text);
-      }
-      Object.values(record).forEach(walk);
-    }
-  };
-  walk(blocks);
-  return out.join('\n');
-}
+// Waiting for what the channel sends without being awaited.
 
 async function until<T>(find: () => T | undefined, what: string): Promise<T> {
   const deadline = Date.now() + 10_000;
@@ -270,7 +149,7 @@ describe('the Slack approval channel', { timeout: 60_000 }, () => {
   let clock = Date.now();
 
   before(async () => {
-    slack = await startFakeSlack(TOKEN);
+    slack = await startFakeSlack(TOKEN, USERS);
     channel = new SlackChannel({
       token: TOKEN,
       channel: CHANNEL,
@@ -775,9 +654,9 @@ describe('the Slack approval channel when Slack cannot be reached', { timeout: 6
     });
 
   before(async () => {
-    down = await startFakeSlack(TOKEN);
+    down = await startFakeSlack(TOKEN, USERS);
     await down.close(); // nothing listens at its address any more
-    wrongToken = await startFakeSlack('xoxb-some-other-workspace');
+    wrongToken = await startFakeSlack('xoxb-some-other-workspace', USERS);
   });
 
   after(async () => {

@@ -34,6 +34,8 @@ describe('warden start: logs, endpoints and a PostgreSQL audit store', { timeout
   let key: string;
   let targetPassword: string;
   let auditPassword: string;
+  /** What `warden` commands run with: the secrets the config names. */
+  let env: NodeJS.ProcessEnv;
 
   const waitFor = async (pattern: RegExp, what: string): Promise<RegExpExecArray> => {
     for (let i = 0; i < 800; i++) {
@@ -83,7 +85,7 @@ audit:
   url: \${AUDIT_URL}
 `,
     );
-    const env = {
+    env = {
       HOME: process.env.HOME,
       TARGET_PASSWORD: targetPassword,
       MASKING_KEY,
@@ -156,12 +158,6 @@ audit:
     assert.ok(checkpoint, `no checkpoint logged:\n${output}`);
     const log = join(dir, 'warden.log');
     writeFileSync(log, output);
-    const env = {
-      HOME: process.env.HOME,
-      TARGET_PASSWORD: targetPassword,
-      MASKING_KEY,
-      AUDIT_URL: `postgres://${upstream.user}:${encodeURIComponent(auditPassword)}@${upstream.host}:${upstream.port}/${database.name}`,
-    };
     const publicKey = await run(
       process.execPath,
       ['bin/warden.js', 'audit', 'public-key', '--config', file],

@@ -55,9 +55,20 @@ export interface WardenSetup {
   readonly decide?: Decide;
   /** A `policy:` section (YAML, top level): Warden then judges with its real policy engine. */
   readonly policy?: string;
+  /**
+   * The `identities:` section (YAML, top level) instead of the default one, e.g.
+   * to give them emails. It must still name alice, etl, agent and outsider: each gets an API key.
+   */
+  readonly identitiesYaml?: string;
 }
 
 export const IDENTITIES = ['alice', 'etl', 'agent'] as const;
+
+const IDENTITIES_YAML = `identities:
+  - { name: alice, kind: human, groups: [analysts] }
+  - { name: etl, kind: service, groups: [pipelines] }
+  - { name: agent, kind: agent }
+  - { name: outsider, kind: human }`;
 
 export async function startWarden(setup: WardenSetup): Promise<WardenHandle> {
   const dir = mkdtempSync(join(tmpdir(), 'warden-test-'));
@@ -70,11 +81,7 @@ listen:
 ${setup.listenYaml ?? ''}
 dataDir: ./data
 http: { host: 127.0.0.1, port: 0 }
-identities:
-  - { name: alice, kind: human, groups: [analysts] }
-  - { name: etl, kind: service, groups: [pipelines] }
-  - { name: agent, kind: agent }
-  - { name: outsider, kind: human }
+${setup.identitiesYaml ?? IDENTITIES_YAML}
 targets:
   - name: ${database}
     host: ${upstream.host}
