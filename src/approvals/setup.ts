@@ -7,6 +7,7 @@ import type { PostHandler } from '../api/http.ts';
 import type { AuditSink } from '../audit/writer.ts';
 import type { WardenConfig } from '../config/index.ts';
 import type { Db } from '../store/store.ts';
+import { GrantBook } from './grants.ts';
 import { ApprovalService, type ApprovalSettings } from './service.ts';
 import { SlackChannel } from './slack.ts';
 import { ApprovalStore } from './store.ts';
@@ -15,6 +16,8 @@ import { WebhookChannel } from './webhook.ts';
 
 export interface Approvals {
   readonly service: ApprovalService;
+  /** The just-in-time grants identities hold, for rules that match grants. */
+  readonly grants: GrantBook;
   /** POST endpoints for the HTTP listener, by path. */
   readonly posts: ReadonlyMap<string, PostHandler>;
 }
@@ -63,13 +66,12 @@ export function startApprovals(
       }),
     );
   }
-  service = new ApprovalService(
-    new ApprovalStore(db),
-    settingsOf(config, instance),
-    config.identities,
-    channels,
-    audit,
-  );
+  const store = new ApprovalStore(db);
+  service = new ApprovalService(store, settingsOf(config, instance), config.identities, channels, audit);
   service.start();
-  return { service, posts: new Map(channels.map((channel) => [channel.path, channel.handle])) };
+  return {
+    service,
+    grants: new GrantBook(store),
+    posts: new Map(channels.map((channel) => [channel.path, channel.handle])),
+  };
 }

@@ -326,6 +326,7 @@ const HEADLINES: Readonly<Record<RequestStatus, string>> = {
   rejected: 'Rejected',
   expired: 'Expired',
   withdrawn: 'Withdrawn',
+  revoked: 'Revoked',
 };
 
 function factFields(request: ApprovalRequest): string[] {
@@ -367,6 +368,7 @@ const OUTCOMES: Readonly<Record<Exclude<RequestStatus, 'pending'>, string>> = {
   rejected: '*Outcome: rejected*',
   expired: '*Outcome: expired*: nobody decided in time',
   withdrawn: '*Outcome: withdrawn*: the statement no longer waits',
+  revoked: '*Outcome: revoked*: the grant ended before its time',
 };
 
 function decisionLine(decision: ApprovalDecision): string {

@@ -261,6 +261,41 @@ export class ApprovalStore {
     return row && this.requestOf(row);
   }
 
+  /** Roles of the approved grants the identity holds on the target at `nowMs`, with when each ends. */
+  activeGrants(identity: string, target: string, nowMs = this.now()): { role: string; until: number }[] {
+    const rows = this.db
+      .prepare(
+        `SELECT grant_role AS role, valid_until AS until FROM approval_requests
+          WHERE kind = 'grant' AND identity = ? AND target = ? AND status = 'approved' AND valid_until > ?`,
+      )
+      .all(identity, target, new Date(nowMs).toISOString()) as { role: string; until: string }[];
+    return rows.map((row) => ({ role: row.role, until: Date.parse(row.until) }));
+  }
+
+  /** Grants approved and not yet ended, newest first. */
+  grants(): ApprovalRequest[] {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM approval_requests WHERE kind = 'grant' AND status = 'approved' AND valid_until > ?
+          ORDER BY valid_until DESC`,
+      )
+      .all(new Date(this.now()).toISOString()) as RequestRow[];
+    return rows.map((row) => this.requestOf(row));
+  }
+
+  /** Ends an approved grant before its time; returns whether it was in force. */
+  revoke(id: string): boolean {
+    const now = new Date(this.now()).toISOString();
+    return (
+      this.db
+        .prepare(
+          `UPDATE approval_requests SET status = 'revoked', settled_at = ?
+            WHERE id = ? AND kind = 'grant' AND status = 'approved' AND valid_until > ?`,
+        )
+        .run(now, id, now).changes === 1
+    );
+  }
+
   /** At a restart: the statements this instance held are gone with their connections. */
   withdrawHeldBy(instance: string): number {
     return this.db

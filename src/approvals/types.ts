@@ -6,7 +6,7 @@
  * later the dashboard) only show requests and bring decisions back to it.
  */
 
-export type RequestStatus = 'pending' | 'approved' | 'rejected' | 'expired' | 'withdrawn';
+export type RequestStatus = 'pending' | 'approved' | 'rejected' | 'expired' | 'withdrawn' | 'revoked';
 
 export type Verdict = 'approve' | 'reject';
 

@@ -9,7 +9,7 @@
  * `--as` must be an approver of the request, and not the identity that asked.
  */
 import { approvalEvent } from '../approvals/service.ts';
-import { ApprovalStore, approversText } from '../approvals/store.ts';
+import { ApprovalStore, approversText, mayDecide } from '../approvals/store.ts';
 import type { ApprovalRequest, RequestStatus, Verdict } from '../approvals/types.ts';
 import { loadConfig } from '../config/index.ts';
 import { openStore } from '../store/store.ts';
@@ -158,4 +158,152 @@ function oneLine(text: string): string {
 
 function clip(text: string, length: number): string {
   return text.length <= length ? text : `${text.slice(0, length - 1)}…`;
+}
+
+/** How long a grant request waits for a decision: a person asks ahead, unlike a held statement. */
+const GRANT_REQUEST_MS = 24 * 3_600_000;
+
+/** `1h`, `30m`, `2d`, `90s`: a duration in ms; undefined for anything else. */
+export function durationMs(text: string): number | undefined {
+  const match = /^(\d+)(s|m|h|d)$/.exec(text.trim());
+  if (!match) return undefined;
+  const unit = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 's' | 'm' | 'h' | 'd'];
+  const ms = Number(match[1]) * unit;
+  return ms > 0 ? ms : undefined;
+}
+
+/**
+ * `warden grant request`: asks for a time-bound grant of a role on a
+ * target; approvers decide it as any request (`warden approvals approve`),
+ * and from the approval on, rules that match the role apply for `--for`.
+ */
+export async function grantRequestCommand(options: {
+  readonly config: string;
+  readonly as: string;
+  readonly target: string;
+  readonly role: string;
+  readonly for: string;
+  readonly reason: string;
+}): Promise<ApprovalRequest> {
+  const forMs = durationMs(options.for);
+  if (forMs === undefined)
+    throw new UsageError(`--for must be a duration such as 30m, 1h or 2d, not "${options.for}"`);
+  if (options.reason.trim() === '') throw new UsageError('--reason must say why');
+  if (!/^[A-Za-z0-9_.:-]+$/.test(options.role))
+    throw new UsageError(`--role "${options.role}" is not a role name`);
+  const config = await loadConfig(options.config);
+  if (!config.identities.some((identity) => identity.name === options.as)) {
+    throw new UsageError(`--as ${options.as}: no such identity in ${config.file}`);
+  }
+  if (!config.targets.some((target) => target.name === options.target)) {
+    throw new UsageError(`--target ${options.target}: no such target in ${config.file}`);
+  }
+  const opened = openStore(config.dataDir);
+  let request: ApprovalRequest;
+  try {
+    request = new ApprovalStore(opened.db).create({
+      kind: 'grant',
+      identity: options.as,
+      target: options.target,
+      sql: null,
+      parameters: null,
+      fingerprint: null,
+      tables: [],
+      rule: null,
+      message: `grant of role ${options.role} on ${options.target} for ${options.for}`,
+      grant: { role: options.role, forMs },
+      reason: options.reason.trim(),
+      approvers: { ...config.approvals.approvers, minApprovals: config.approvals.minApprovals },
+      mode: 'async',
+      instance: 'cli',
+      timeoutMs: GRANT_REQUEST_MS,
+      validForMs: forMs,
+    });
+  } finally {
+    opened.close();
+  }
+  await recordAdminEvent(
+    config,
+    approvalEvent(
+      request,
+      'approval.request',
+      {
+        identity: options.as,
+        session: null,
+        detail: `grant ${options.role} for ${options.for}`,
+        reason: request.reason,
+      },
+      Date.now(),
+    ),
+  );
+  process.stdout.write(`${request.id}\n`);
+  process.stderr.write(
+    `asked for ${options.role} on ${options.target} for ${options.for}: an approver runs\n  warden approvals approve ${request.id} --as <approver> --reason "..." --config ${config.file}\n`,
+  );
+  return request;
+}
+
+export async function grantListCommand(options: {
+  readonly config: string;
+  readonly json?: boolean;
+}): Promise<void> {
+  const grants = await withApprovals(options.config, (store) => store.grants());
+  for (const grant of grants) {
+    const until = new Date(
+      Date.parse(grant.decisions.at(-1)?.at ?? grant.createdAt) + (grant.grant?.forMs ?? 0),
+    );
+    process.stdout.write(
+      options.json
+        ? `${JSON.stringify(grant)}\n`
+        : `${grant.id}  ${grant.identity}  ${grant.grant?.role ?? ''} on ${grant.target}  until ${until.toISOString()}\n`,
+    );
+  }
+  if (grants.length === 0 && !options.json) process.stderr.write('no grants in force\n');
+}
+
+/** Ends a grant early: an approver of it, or its holder, with a reason. */
+export async function grantRevokeCommand(options: {
+  readonly config: string;
+  readonly id: string;
+  readonly as: string;
+  readonly reason: string;
+}): Promise<void> {
+  if (options.reason.trim() === '') throw new UsageError('--reason must say why');
+  const config = await loadConfig(options.config);
+  const identity = config.identities.find((candidate) => candidate.name === options.as);
+  if (identity === undefined) throw new UsageError(`--as ${options.as}: no such identity in ${config.file}`);
+  const opened = openStore(config.dataDir);
+  let grant: ApprovalRequest | undefined;
+  try {
+    const store = new ApprovalStore(opened.db);
+    grant = store.get(options.id);
+    if (grant === undefined || grant.kind !== 'grant') throw new UsageError(`no grant ${options.id}`);
+    const allowed =
+      grant.identity === identity.name ||
+      mayDecide(grant.approvers, { name: identity.name, groups: identity.groups });
+    if (!allowed)
+      throw new DecisionRefused(
+        `${identity.name} may not revoke ${options.id}: only its holder or its approvers may`,
+      );
+    if (!store.revoke(options.id))
+      throw new DecisionRefused(`${options.id} is not in force (it is ${grant.status}, or its time is up)`);
+  } finally {
+    opened.close();
+  }
+  await recordAdminEvent(
+    config,
+    approvalEvent(
+      grant,
+      'approval.settle',
+      {
+        identity: identity.name,
+        session: null,
+        detail: 'revoked',
+        reason: options.reason.trim(),
+        channel: 'cli',
+      },
+      Date.now(),
+    ),
+  );
+  process.stdout.write(`${options.id}: revoked\n`);
 }

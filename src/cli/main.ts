@@ -13,6 +13,9 @@ import {
   approvalsListCommand,
   approvalsShowCommand,
   DecisionRefused,
+  grantListCommand,
+  grantRequestCommand,
+  grantRevokeCommand,
 } from './approvals.ts';
 import {
   accessCommand,
@@ -246,6 +249,37 @@ for (const verdict of ['approve', 'reject'] as const) {
       await approvalsDecideCommand(verdict, { ...options, id });
     });
 }
+
+const grant = program
+  .command('grant')
+  .description('just-in-time grants: ask for a role on a target for a while; approvers decide it');
+grant
+  .command('request')
+  .description('ask for a time-bound grant (prints its request id; approve it with warden approvals approve)')
+  .requiredOption('-c, --config <file>', 'path to warden.yaml')
+  .requiredOption('--as <identity>', 'the identity asking for the grant')
+  .requiredOption('-t, --target <name>', 'the target it is for')
+  .requiredOption('--role <role>', 'the grant role, as rules match it (match: { grants: [role] })')
+  .requiredOption('--for <duration>', 'how long it lasts once approved: 30m, 1h, 2d')
+  .requiredOption('-r, --reason <text>', 'why: approvers read it, the audit trail keeps it')
+  .action(async (options: Parameters<typeof grantRequestCommand>[0]) => {
+    await grantRequestCommand(options);
+  });
+grant
+  .command('list')
+  .description('grants in force: id, holder, role and target, and until when')
+  .requiredOption('-c, --config <file>', 'path to warden.yaml')
+  .option('--json', 'one JSON object per grant')
+  .action(async (options: { config: string; json?: boolean }) => grantListCommand(options));
+grant
+  .command('revoke <id>')
+  .description('end a grant before its time (its holder or an approver)')
+  .requiredOption('-c, --config <file>', 'path to warden.yaml')
+  .requiredOption('--as <identity>', 'who revokes it')
+  .requiredOption('-r, --reason <text>', 'why')
+  .action(async (id: string, options: { config: string; as: string; reason: string }) =>
+    grantRevokeCommand({ ...options, id }),
+  );
 
 program
   .command('discover')

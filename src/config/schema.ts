@@ -396,6 +396,15 @@ const matchSchema = mapping(
       expected: 'a mapping of sqlcommenter tag names to values',
       fix: 'write tags such as { pipeline: nightly_etl }',
     }).optional(),
+    // Approved just-in-time grants (warden grant request --role R): the rule applies while one is held.
+    grants: list(
+      documented(z.string().regex(/^[A-Za-z0-9_.:-]+$/), {
+        expected: 'a grant role name of letters, digits and _ . : -',
+        fix: 'write a role name such as prod-write',
+      }),
+      'grant roles',
+      'prod-write',
+    ).optional(),
     time: mapping(
       {
         days: list(oneOf(DAY_NAMES), 'days', 'mon, tue, wed, thu, fri').optional(),

@@ -102,6 +102,19 @@ export class PolicyEngine {
     this.compiled = compilePolicy(policy);
   }
 
+  /** Where the just-in-time grants an identity holds on a target are read, for rules that match grants. */
+  setGrants(grantsOf: (identity: string, target: string) => ReadonlySet<string>): void {
+    this.grantsOf = grantsOf;
+  }
+
+  private grantsOf: ((identity: string, target: string) => ReadonlySet<string>) | undefined;
+
+  /** The grants a session's identity holds now, when the rules read grants. */
+  private grantsFor(session: SessionInfo): ReadonlySet<string> | undefined {
+    if (!this.compiled.readsGrants || this.grantsOf === undefined) return undefined;
+    return this.grantsOf(session.identity.name, session.target.name);
+  }
+
   /** Takes a reloaded masking section; kept verdicts are dropped. */
   setMasking(masking: Masking | undefined): void {
     this.masking = masking;
@@ -203,6 +216,7 @@ export class PolicyEngine {
       statements,
       now: this.now ? this.now() : new Date(),
       searchPath: resolvedPath(context),
+      grants: this.grantsFor(context.session),
     });
     const matched = matchedRules(judgement.hits, statements);
     // FETCH returns what its cursor's DECLARE selected: masked as that (a cursor not known stays a FETCH).
@@ -276,6 +290,7 @@ export class PolicyEngine {
         statements: first === undefined ? analysed : [withText(analysed[0]!, sql)],
         now,
         searchPath: resolvedPath(context),
+        grants: this.grantsFor(session),
       });
       const time = now.getTime();
       const from = judgement.timeDependent ? time - (time % MINUTE_MS) : -Infinity;
@@ -408,6 +423,13 @@ export class PolicyEngine {
 
   /** The session's part of a kept verdict's key: identity and target (by object), application name. */
   private sessionKey(session: SessionInfo): string {
+    const grants = this.grantsFor(session);
+    // A verdict kept for one set of grants is not the verdict for another.
+    if (grants !== undefined) return `${this.baseSessionKey(session)}\u0000${[...grants].sort().join(',')}`;
+    return this.baseSessionKey(session);
+  }
+
+  private baseSessionKey(session: SessionInfo): string {
     const known = this.sessionKeys.get(session);
     if (
       known !== undefined &&

@@ -55,6 +55,8 @@ export interface Match {
   readonly tags?: Readonly<Record<string, string>>;
   /** Days (0 = Sunday) and an HH:MM window in UTC; from > to wraps midnight. */
   readonly time?: { readonly days?: readonly number[]; readonly from?: string; readonly to?: string };
+  /** The identity holds an approved, unexpired just-in-time grant of one of these roles on the target. */
+  readonly grants?: readonly string[];
 }
 
 export interface Rule {
@@ -89,6 +91,8 @@ export interface PolicyInput {
   readonly now: Date;
   /** Schemas an unqualified table name may be in (the session's search_path); default public. */
   readonly searchPath?: readonly string[];
+  /** Roles of the just-in-time grants the identity holds on the target now (src/approvals/grants.ts). */
+  readonly grants?: ReadonlySet<string>;
 }
 
 export type { MatchedRule };
@@ -354,6 +358,8 @@ export interface CompiledPolicy {
   readonly sqlPatterns: readonly RegExp[];
   /** Some rule matches sqlcommenter tags (which are read from the text's comments). */
   readonly readsTags: boolean;
+  /** Some rule matches just-in-time grants: a verdict then depends on the grants held. */
+  readonly readsGrants: boolean;
   /** Some rule's `sql` is not a valid regular expression (judging throws when it reaches it). */
   readonly hasInvalidSql: boolean;
 }
@@ -382,6 +388,7 @@ interface CompiledRule {
   readonly sqlRegex: RegExp | undefined;
   readonly applicationNames: readonly Glob[] | undefined;
   readonly tags: readonly (readonly [string, string])[] | undefined;
+  readonly grants: readonly string[] | undefined;
   readonly time: TimeWindow | undefined;
 }
 
@@ -432,6 +439,7 @@ function compile(policy: Policy): CompiledPolicy {
     rules,
     sqlPatterns,
     readsTags: rules.some((rule) => rule.tags !== undefined),
+    readsGrants: rules.some((rule) => rule.grants !== undefined),
     hasInvalidSql: rules.some((rule) => rule.sql !== undefined && rule.sqlRegex === undefined),
   };
 }
@@ -469,6 +477,7 @@ function compileRule(rule: Rule): CompiledRule {
     applicationNames: match.applicationNames?.map((pattern) => new Glob(pattern)),
     tags: match.tags ? Object.entries(match.tags) : undefined,
     time: match.time ? compileTime(match.time) : undefined,
+    grants: match.grants || undefined,
   };
 }
 
@@ -496,6 +505,7 @@ function sessionMatches(rule: CompiledRule, input: PolicyInput): boolean {
   if (rule.labels !== undefined) {
     for (const [key, value] of rule.labels) if (target.labels[key] !== value) return false;
   }
+  if (rule.grants !== undefined && !rule.grants.some((role) => input.grants?.has(role))) return false;
   return true;
 }
 
@@ -564,6 +574,7 @@ function whyMatches(rule: CompiledRule, statement: StatementAnalysis, input: Pol
   if (rule.identityKinds) why.push(`kind ${identity.kind}`);
   if (rule.targets) why.push(`target ${target.name}`);
   if (rule.labels) why.push(`labels ${pairs(rule.labels)}`);
+  if (rule.grants) why.push(`grant ${rule.grants.find((role) => input.grants?.has(role))}`);
   if (rule.statementKinds) why.push(`statement kind ${statement.kind}`);
   if (rule.tables) {
     if (rule.every) {

@@ -125,6 +125,7 @@ export async function startServer(initial: WardenConfig, options: ServerOptions 
   const ownStore = options.store ? undefined : openStore(config.dataDir);
   const store = options.store ?? ownStore!;
   const approvals = startApprovals(config, store.db, chain, events, options.log);
+  engine?.setGrants(approvals.grants.rolesOf);
   const sessions = new Set<Session>();
   let sessionIds = 0;
   const context: ListenerContext = {
