@@ -10,6 +10,7 @@
  * cannot be stored is a refusal (fail closed): nothing runs unapproved.
  */
 import type { ApprovalEvent } from '../audit/events.ts';
+import { accessOf } from '../audit/statement.ts';
 import type { AuditSink } from '../audit/writer.ts';
 import type { IdentityConfig } from '../config/index.ts';
 import type { Review, SessionInfo } from '../policy/decision.ts';
@@ -114,7 +115,7 @@ export class ApprovalService {
         sql,
         parameters,
         fingerprint: review.fingerprint ?? null,
-        tables: [...new Set(review.statements?.flatMap((s) => s.tables.map(tableName)) ?? [])],
+        tables: review.statements ? [...new Set(accessOf(review.statements).tables.map((t) => t.table))] : [],
         rule: review.rule ?? null,
         message: review.message,
         grant: null,
@@ -387,8 +388,4 @@ function withdrawnWhy(why: Held['withdrawn']): string {
     default:
       return 'Warden restarted while it was held';
   }
-}
-
-function tableName(ref: { readonly schema?: string; readonly name: string }): string {
-  return ref.schema === undefined ? ref.name : `${ref.schema}.${ref.name}`;
 }

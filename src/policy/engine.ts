@@ -424,10 +424,18 @@ export class PolicyEngine {
   /** The session's part of a kept verdict's key: identity and target (by object), application name. */
   private sessionKey(session: SessionInfo): string {
     const grants = this.grantsFor(session);
-    // A verdict kept for one set of grants is not the verdict for another.
-    if (grants !== undefined) return `${this.baseSessionKey(session)}\u0000${[...grants].sort().join(',')}`;
-    return this.baseSessionKey(session);
+    if (grants === undefined) return this.baseSessionKey(session);
+    // A verdict kept for one set of grants is not the verdict for another. The grant book
+    // hands out the same set until the grants change, so its key is made once per set.
+    let key = this.grantKeys.get(grants);
+    if (key === undefined) {
+      key = [...grants].sort().join(',');
+      this.grantKeys.set(grants, key);
+    }
+    return `${this.baseSessionKey(session)}\u0000${key}`;
   }
+
+  private readonly grantKeys = new WeakMap<ReadonlySet<string>, string>();
 
   private baseSessionKey(session: SessionInfo): string {
     const known = this.sessionKeys.get(session);
@@ -582,16 +590,16 @@ function chain(first: ResultTransform | null, then: ResultTransform | null): Res
 }
 
 function outcomeOf(judgement: Judgement, context: DecisionContext, cursor: boolean): Outcome {
-  const byRule = judgement.rule === undefined ? 'by default' : `by rule "${judgement.rule}"`;
+  const byRule = () => (judgement.rule === undefined ? 'by default' : `by rule "${judgement.rule}"`);
   if (judgement.action === 'deny') {
     return {
       action: 'deny',
-      message: `Warden refused this statement ${byRule}: ${judgement.message}`,
+      message: `Warden refused this statement ${byRule()}: ${judgement.message}`,
       hint: `To see why: warden policy explain --identity ${context.session.identity.name} --target ${context.session.target.name} "<your SQL>"`,
     };
   }
   const review =
-    judgement.action === 'review' ? `approval required ${byRule}: ${judgement.message}` : undefined;
+    judgement.action === 'review' ? `approval required ${byRule()}: ${judgement.message}` : undefined;
   const { maxRows } = judgement.limits;
   if (maxRows !== undefined && cursor) {
     // FETCH would read the rows past the cap: a limited result is read in one statement.

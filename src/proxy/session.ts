@@ -304,7 +304,7 @@ export class Session {
       }
       case Code.Bind: {
         const r = new Reader(buffer, bodyStart, end);
-        r.cstring(); // the portal: runBind reads it again
+        const portal = r.cstring();
         const statement = r.cstring();
         const sql = this.statements.get(statement);
         if (typeof sql !== 'string') {
@@ -315,11 +315,11 @@ export class Session {
         if (decision.action === 'review') {
           const frame = Buffer.from(buffer.subarray(start, end));
           return this.review(decision, Expect.Bind, bindParameters(frame), (allowed) =>
-            this.runBind(allowed, frame, 0, 5, frame.length),
+            this.runBind(allowed, portal, statement, heldReader(frame), frame, 0, frame.length),
           );
         }
         if (decision.action === 'deny') return this.refuse(decision, Expect.Bind);
-        this.runBind(decision, buffer, start, bodyStart, end);
+        this.runBind(decision, portal, statement, r, buffer, start, end);
         return;
       }
       case Code.Execute: {
@@ -449,11 +449,19 @@ export class Session {
     );
   }
 
-  /** Runs an allowed Bind: its portal remembers the decision its Execute runs under. */
-  private runBind(decision: Allow, buffer: Buffer, start: number, bodyStart: number, end: number): void {
-    const r = new Reader(buffer, bodyStart, end);
-    const portal = r.cstring();
-    const statement = r.cstring();
+  /**
+   * Runs an allowed Bind: its portal remembers the decision its Execute runs
+   * under. `r` is past the Bind's two names (its result formats are read from there).
+   */
+  private runBind(
+    decision: Allow,
+    portal: string,
+    statement: string,
+    r: Reader,
+    buffer: Buffer,
+    start: number,
+    end: number,
+  ): void {
     const bound: Portal = {
       decision,
       mark: this.responses.mark,
@@ -973,7 +981,8 @@ export class Session {
         } else {
           out.append(buffer, start, end);
         }
-        charge();
+        // A row never ends an entry: the rows' time is charged at the message that does.
+        if (type !== Code.DataRow && type !== Code.CopyData) charge();
         this.received(type, end > bodyStart ? buffer[bodyStart]! : -1);
         if (!this.responses.head?.transform) {
           leave = true;
@@ -1127,11 +1136,17 @@ function reviewRefused(review: Review, details: ErrorDetails): Deny {
   };
 }
 
-/** A Bind's parameters as approvers read them: text values as they are, binary ones in hex; null for NULL. */
-function bindParameters(frame: Buffer): (string | null)[] {
+/** A reader of a held Bind's copy, past its portal and statement names. */
+function heldReader(frame: Buffer): Reader {
   const r = new Reader(frame, 5, frame.length);
   r.cstring();
   r.cstring();
+  return r;
+}
+
+/** A Bind's parameters as approvers read them: text values as they are, binary ones in hex; null for NULL. */
+function bindParameters(frame: Buffer): (string | null)[] {
+  const r = heldReader(frame);
   const formats: number[] = [];
   const formatCount = r.int16();
   for (let i = 0; i < formatCount; i++) formats.push(r.int16());
